@@ -1,0 +1,109 @@
+"""Structured-config schemas for the Hydra groups in ``conf/``.
+
+Each group's YAML files start with ``defaults: [<group>_schema, _self_]``, so a
+mistyped key in a file or on the command line fails at composition instead of
+being silently ignored. :func:`explain_config_error` turns OmegaConf's terse
+"Key 'x' not in 'DataConfig'" into a message that lists the valid keys.
+
+Settings are split by what they change (as in cramming): ``data`` (corpus,
+cleaning, examples), ``tokenizer``, ``model`` (architecture), ``train``
+(objective and schedule), and ``impl`` for what only changes speed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class CleaningSchema:
+    normalization: Optional[str] = "NFKC"
+    strip_control: bool = True
+    collapse_whitespace: bool = True
+    squeeze_repeats: bool = False
+    max_repeat: int = 2
+    mask_personal_data: bool = False
+    drop_duplicate_documents: bool = True
+
+
+@dataclass
+class DataSchema:
+    name: str = "sample"
+    source: str = "plain"  # plain | petitions
+    root: str = "???"
+    file_pattern: str = "*"
+    split_sentences: bool = False
+    valid_ratio: float = 0.1
+    split_seed: int = 42
+    on_decode_error: str = "raise"  # raise | skip
+    min_sentence_chars: int = 2
+    # Fetch the public archive into root when it is missing (needs a network).
+    download: bool = False
+    download_months: list = field(default_factory=list)
+    cleaning: CleaningSchema = field(default_factory=CleaningSchema)
+    # Pretraining examples (issue B): sequence building and MLM masking.
+    max_len: int = 128
+    short_seq_prob: float = 0.1
+    nsp_prob: float = 0.5
+    mask_ratio: float = 0.15
+    mask_token_prob: float = 0.8
+    random_token_prob: float = 0.1
+    whole_word_mask: bool = False
+    batch_size: int = 32
+
+
+@dataclass
+class TokenizerSchema:
+    mecab: bool = True
+    vocab_size: int = 20_000
+    min_frequency: int = 2
+    limit_alphabet: int = 6_000
+    # A saved tokenizer directory to use instead of training one.
+    dir: Optional[str] = None
+
+
+@dataclass
+class PathsSchema:
+    root_dir: str = "???"
+    cache_dir: str = "???"
+    output_dir: str = "???"
+
+
+def register_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(group="data", name="data_schema", node=DataSchema)
+    store.store(group="tokenizer", name="tokenizer_schema", node=TokenizerSchema)
+    store.store(group="paths", name="paths_schema", node=PathsSchema)
+
+
+_SCHEMAS = {"DataSchema": DataSchema, "TokenizerSchema": TokenizerSchema, "PathsSchema": PathsSchema,
+            "CleaningSchema": CleaningSchema}
+
+
+def explain_config_error(message: str) -> str | None:
+    """A message naming the valid keys for an unknown-key error, or None."""
+    match = re.search(r"Key '([^']+)' (?:not in|is not in struct)", message)
+    if not match:
+        return None
+    bad_key = match.group(1)
+    full_key = re.search(r"full_key: (\S+)", message)
+    location = full_key.group(1) if full_key else bad_key
+    schema_name = re.search(r"not in '(\w+)'", message)
+    schema = _SCHEMAS.get(schema_name.group(1)) if schema_name else None
+    if schema is None:
+        # Fall back on the group named by the full key (data.x -> DataSchema).
+        group = location.split(".")[0]
+        schema = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": PathsSchema}.get(group)
+        if schema is not None and location.startswith("data.cleaning."):
+            schema = CleaningSchema
+    if schema is None or not is_dataclass(schema):
+        return None
+    valid = [f.name for f in fields(schema)]
+    close = difflib.get_close_matches(bad_key, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{location}'.{hint} Valid keys here: {', '.join(valid)}."

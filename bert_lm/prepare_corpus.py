@@ -1,0 +1,192 @@
+"""Prepare step: raw corpus -> cleaned, sentence-split, document-level train/valid split.
+
+Output, in a directory keyed by a hash of the input files and every setting that
+changes the result (so a changed corpus or setting never reuses a stale split):
+  ``train.txt``, ``valid.txt``  one sentence per line, ``[EOD]`` after each document
+  ``stats.json``                counts of documents, sentences, characters and of
+                                what each cleaning step changed
+
+The directory is written under a temporary name and renamed when complete, so an
+interrupted run never leaves a half-written corpus that a later run would trust.
+
+Usage on its own: ``python -m bert_lm.prepare_corpus data=petitions data.root=<dir>``
+(any ``run.py`` data override works).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bert_lm.corpus_readers import EOD, list_corpus_files, read_documents
+from bert_lm.sentence_split import split_sentences
+from bert_lm.text_cleaning import CleaningConfig, DuplicateFilter, TextCleaner
+
+TRAIN_FILE, VALID_FILE, STATS_FILE = "train.txt", "valid.txt", "stats.json"
+_PREPARE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    source: str  # "plain" or "petitions"
+    root: str
+    file_pattern: str = "*"
+    split_sentences: bool = False
+    valid_ratio: float = 0.1
+    split_seed: int = 42
+    on_decode_error: str = "raise"
+    min_sentence_chars: int = 2
+
+    def __post_init__(self):
+        if not 0.0 <= self.valid_ratio < 1.0:
+            raise ValueError(f"data.valid_ratio={self.valid_ratio}: must be in [0, 1)")
+
+
+def _file_digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def prepared_dir_for(settings: PrepareSettings, cleaning: CleaningConfig, cache_root: str | Path) -> Path:
+    """Where the prepared corpus for these inputs and settings lives."""
+    files = list_corpus_files(settings.root, settings.file_pattern)
+    key = json.dumps(
+        {
+            "files": _file_digest(files),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "root"},
+            "cleaning": asdict(cleaning),
+            "version": _PREPARE_FORMAT_VERSION,
+        },
+        sort_keys=True,
+    )
+    return Path(cache_root) / f"{settings.source}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def is_prepared(out_dir: Path) -> bool:
+    return all((out_dir / name).is_file() for name in (TRAIN_FILE, VALID_FILE, STATS_FILE))
+
+
+class _SplitWriter:
+    """Streams documents to train/valid files, choosing the side per document.
+
+    The choice is a seeded draw per document in corpus order: deterministic for a
+    given corpus and seed. The last train document is held back so that, if no
+    document drew "valid", it can go there: a valid split is never empty when
+    ``valid_ratio > 0`` and there are at least two documents.
+    """
+
+    def __init__(self, out_dir: Path, valid_ratio: float, seed: int):
+        self.files = {"train": open(out_dir / TRAIN_FILE, "w", encoding="utf-8"),
+                      "valid": open(out_dir / VALID_FILE, "w", encoding="utf-8")}
+        self.valid_ratio = valid_ratio
+        self.rng = random.Random(seed)
+        self.held_back: list[str] | None = None
+        self.documents = Counter()
+        self.sentences = Counter()
+
+    def _write(self, split: str, sentences: list[str]) -> None:
+        self.files[split].write("".join(s + "\n" for s in sentences) + EOD + "\n")
+        self.documents[split] += 1
+        self.sentences[split] += len(sentences)
+
+    def add(self, sentences: list[str]) -> None:
+        if self.rng.random() < self.valid_ratio:
+            self._write("valid", sentences)
+            return
+        if self.held_back is not None:
+            self._write("train", self.held_back)
+        self.held_back = sentences
+
+    def close(self) -> None:
+        if self.held_back is not None:
+            needs_valid = self.valid_ratio > 0 and self.documents["valid"] == 0 and self.documents["train"] > 0
+            self._write("valid" if needs_valid else "train", self.held_back)
+        for handle in self.files.values():
+            handle.close()
+
+
+def prepare_corpus(
+    settings: PrepareSettings, cleaning: CleaningConfig, out_dir: str | Path, show_progress: bool = True
+) -> dict:
+    """Write the prepared corpus to ``out_dir`` (atomically) and return its stats."""
+    out_dir = Path(out_dir)
+    files = list_corpus_files(settings.root, settings.file_pattern)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+
+    reader_counts: Counter[str] = Counter()
+    cleaner = TextCleaner(cleaning)
+    duplicates = DuplicateFilter()
+    writer = _SplitWriter(tmp_dir, settings.valid_ratio, settings.split_seed)
+    characters = 0
+    dropped = Counter()
+    try:
+        documents = read_documents(files, settings.source, settings.on_decode_error, reader_counts)
+        for document in tqdm(documents, desc="prepare", unit="doc", disable=not show_progress, mininterval=1.0):
+            sentences = []
+            for block in document.blocks:
+                text = cleaner(block)
+                pieces = split_sentences(text) if settings.split_sentences else [text]
+                for sentence in pieces:
+                    if len(sentence) < settings.min_sentence_chars:
+                        dropped["short_sentences"] += 1
+                        continue
+                    sentences.append(sentence)
+            if not sentences:
+                dropped["empty_documents"] += 1
+                continue
+            if cleaning.drop_duplicate_documents and duplicates.is_duplicate(sentences):
+                continue
+            characters += sum(len(s) for s in sentences)
+            writer.add(sentences)
+    finally:
+        writer.close()
+
+    total_documents = sum(writer.documents.values())
+    if total_documents == 0:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise ValueError(
+            f"no usable text in {settings.root} (every document was empty after cleaning); "
+            "check data.root and data.source."
+        )
+    stats = {
+        "files": [str(p) for p in files],
+        "documents": dict(writer.documents),
+        "sentences": dict(writer.sentences),
+        "characters": characters,
+        "cleaning_changed": dict(cleaner.counts),
+        "duplicate_documents_removed": duplicates.duplicates,
+        "dropped": dict(dropped),
+        "reader": dict(reader_counts),
+    }
+    (tmp_dir / STATS_FILE).write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp_dir.rename(out_dir)
+    return stats
+
+
+def format_stats(stats: dict) -> str:
+    docs, sents = stats["documents"], stats["sentences"]
+    changed = ", ".join(f"{k} {v}" for k, v in sorted(stats["cleaning_changed"].items())) or "nothing"
+    return (
+        f"prepared: {sum(docs.values())} documents ({docs.get('train', 0)} train / {docs.get('valid', 0)} valid), "
+        f"{sum(sents.values())} sentences, {stats['characters']:,} characters; "
+        f"cleaning changed: {changed}; duplicate documents removed: {stats['duplicate_documents_removed']}"
+    )
+
+
+def load_stats(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / STATS_FILE).read_text(encoding="utf-8"))
