@@ -1,6 +1,10 @@
-"""Pretrain a Korean BERT: prepare corpus -> tokenizer -> (data -> model -> fit).
+"""Pretrain a Korean BERT from scratch, configured by Hydra (conf/config.yaml).
 
     python run.py model=small train.train_nsp=false
+
+Prepares the corpus and trains the tokenizer when their outputs are missing,
+then fits, validates, exports to HF format and logs everything to MLflow. The
+last two lines printed are ``run_dir: <path>`` and ``hf_export: <path>``.
 """
 
 from __future__ import annotations
@@ -8,20 +12,20 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bert_lm.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
 from bert_lm.hydra_setup import CONFIG_DIR, check_overrides, setup_hydra
+from bert_lm.pretraining_run import pretrain
 
 setup_hydra()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    prepared_dir = ensure_prepared_corpus(cfg.data, cfg.paths.cache_dir)
-    tokenizer_dir = ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
-    print(f"prepared_corpus: {prepared_dir}")
-    print(f"tokenizer: {tokenizer_dir}")
+    run_dir, hf_dir = pretrain(cfg, list(HydraConfig.get().overrides.task))
+    print(f"run_dir: {run_dir}")
+    print(f"hf_export: {hf_dir}")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,47 @@ class TokenizerSchema:
 
 
 @dataclass
+class ModelSchema:
+    """Fields of :class:`bert_lm.modeling.BertConfig` (HF names)."""
+
+    vocab_size: Optional[int] = None  # from the tokenizer at run time
+    hidden_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 8
+    intermediate_size: int = 512
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 128
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+
+@dataclass
+class TrainSchema:
+    train_mlm: bool = True
+    train_nsp: bool = True
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "linear"
+    warmup_steps: int = 100
+
+
+@dataclass
+class ImplSchema:
+    precision: str = "32"
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = True
+    pad_to_multiple_of: Optional[int] = None
+    matmul_precision: str = "high"
+
+
+@dataclass
 class PathsSchema:
     root_dir: str = "???"
     cache_dir: str = "???"
@@ -79,10 +120,14 @@ def register_schemas() -> None:
     store.store(group="data", name="data_schema", node=DataSchema)
     store.store(group="tokenizer", name="tokenizer_schema", node=TokenizerSchema)
     store.store(group="paths", name="paths_schema", node=PathsSchema)
+    store.store(group="model", name="model_schema", node=ModelSchema)
+    store.store(group="train", name="train_schema", node=TrainSchema)
+    store.store(group="impl", name="impl_schema", node=ImplSchema)
 
 
-_SCHEMAS = {"DataSchema": DataSchema, "TokenizerSchema": TokenizerSchema, "PathsSchema": PathsSchema,
-            "CleaningSchema": CleaningSchema}
+_GROUP_SCHEMAS = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": PathsSchema, "model": ModelSchema,
+                  "train": TrainSchema, "impl": ImplSchema}
+_SCHEMAS = {schema.__name__: schema for schema in (*_GROUP_SCHEMAS.values(), CleaningSchema)}
 
 
 def explain_config_error(message: str) -> str | None:
@@ -98,7 +143,7 @@ def explain_config_error(message: str) -> str | None:
     if schema is None:
         # Fall back on the group named by the full key (data.x -> DataSchema).
         group = location.split(".")[0]
-        schema = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": PathsSchema}.get(group)
+        schema = _GROUP_SCHEMAS.get(group)
         if schema is not None and location.startswith("data.cleaning."):
             schema = CleaningSchema
     if schema is None or not is_dataclass(schema):

@@ -26,6 +26,9 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 def setup_hydra() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("monitored_metric"):
+        # The checkpoint metric follows the objectives: MLM loss, or NSP loss alone.
+        OmegaConf.register_new_resolver("monitored_metric", lambda mlm: "val/mlm_loss" if mlm else "val/nsp_loss")
     register_schemas()
 
 

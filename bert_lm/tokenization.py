@@ -38,7 +38,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOD]")
 TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "bert_lm_tokenizer.json"
 # Lines handed to one pool worker at a time: large enough to amortise pickling.
-_SEGMENT_CHUNK_LINES = 2_000
+_SEGMENT_CHUNK_LINES = 4_000
 
 
 @dataclass(frozen=True)
@@ -221,28 +221,44 @@ class KoreanTokenizer:
         return results
 
     def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
-        """Ids only, for corpus tokenization: Mecab in a process pool, WordPiece in Rust."""
-        if self.mecab:
-            self._segment_unknown_words_in_pool(texts)
-            texts = mecab_segmenter.segment_many(texts, SPECIAL_TOKENS)
-        return [e.ids for e in self.hf_tokenizer.encode_batch(texts, add_special_tokens=False)]
+        """Ids only, for corpus tokenization: Mecab in a process pool, WordPiece in Rust.
 
-    def _segment_unknown_words_in_pool(self, texts: list[str]) -> None:
-        """Run Mecab on the words not seen yet, spread over the worker pool.
-
-        Mecab costs ~7 µs per word and cannot share a process between threads,
-        but a corpus repeats its words: only distinct unseen words are sent out,
-        and the results warm this process's cache for the (fast) line pass.
+        Lines are processed in slices, pipelined: while the pool runs Mecab on the
+        unseen words of slice k+1, this process segments slice k from its word
+        cache and the Rust WordPiece encodes it. Only distinct unseen words go to
+        the pool (Mecab costs ~8 µs a word, and a corpus repeats its words), and
+        a word is never analysed twice: every word is cut on its own, so its
+        pieces never depend on the slice or worker that saw it.
         """
+        if not self.mecab:
+            return self._ids(texts)
         if self.num_workers <= 1 or len(texts) < _SEGMENT_CHUNK_LINES:
-            return
-        words = mecab_segmenter.unknown_words(texts)
-        if len(words) < _SEGMENT_CHUNK_LINES:
-            return
-        chunk = -(-len(words) // (4 * self.num_workers))
-        word_chunks = [words[i : i + chunk] for i in range(0, len(words), chunk)]
-        for word_chunk, segmented in zip(word_chunks, self._worker_pool().map(mecab_segmenter.segment_words, word_chunks)):
-            mecab_segmenter.remember(word_chunk, segmented)
+            return self._ids(mecab_segmenter.segment_many(texts, SPECIAL_TOKENS))
+        slices = [texts[i : i + _SEGMENT_CHUNK_LINES] for i in range(0, len(texts), _SEGMENT_CHUNK_LINES)]
+        pending: set[str] = set()
+
+        def submit(lines: list[str]):
+            words = [w for w in mecab_segmenter.unknown_words(lines) if w not in pending]
+            pending.update(words)
+            size = -(-len(words) // self.num_workers) or 1
+            word_chunks = [words[i : i + size] for i in range(0, len(words), size)]
+            return word_chunks, self._worker_pool().map_async(mecab_segmenter.segment_words, word_chunks)
+
+        ids: list[list[int]] = []
+        in_flight = submit(slices[0])
+        for k, lines in enumerate(slices):
+            word_chunks, result = in_flight
+            if k + 1 < len(slices):
+                in_flight = submit(slices[k + 1])
+            for words, segmented in zip(word_chunks, result.get()):
+                mecab_segmenter.remember(words, segmented)
+                pending.difference_update(words)
+            ids.extend(self._ids(mecab_segmenter.segment_many(lines, SPECIAL_TOKENS)))
+        return ids
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        # encode_batch_fast skips offset tracking: ids are all corpus tokenization needs.
+        return [e.ids for e in self.hf_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _worker_pool(self):
         # One pool for the tokenizer's lifetime: workers keep their word caches

@@ -1,0 +1,149 @@
+"""The pretraining system: BertForPreTraining + objectives, metrics, optimizer, schedule.
+
+The model (:mod:`bert_lm.modeling`) stays plain PyTorch; this LightningModule owns
+what belongs to training. Hyperparameters are saved as plain containers (a
+``DictConfig`` in hparams makes ``torch.load(weights_only=True)`` fail).
+
+Metrics per split, as torchmetrics aggregated over the epoch:
+``{split}/mlm_loss``, ``{split}/mlm_acc``, ``{split}/perplexity`` (exp of the
+epoch's mean MLM loss), ``{split}/nsp_loss``, ``{split}/nsp_acc``; tokens/s comes
+from Lightning's ThroughputMonitor callback (``train/device/items_per_sec``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch.optim.lr_scheduler import LambdaLR
+
+from bert_lm.modeling import BertConfig, BertForPreTraining
+
+SPLITS = ("train", "val")
+# ModuleDict keys cannot be "train" (nn.Module.train exists): metrics live under "<split>_metrics".
+_KEY = "{}_metrics".format
+
+
+def warmup_schedule(name: str, warmup_steps: int, total_steps: int):
+    """lr multiplier per step: linear warmup, then ``linear`` decay to 0 or ``constant``."""
+    if name not in ("linear", "constant"):
+        raise ValueError(f"train.scheduler={name!r}: use 'linear' or 'constant'")
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        if name == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return multiplier
+
+
+class PretrainingModule(pl.LightningModule):
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        train_mlm: bool = True,
+        train_nsp: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        adam_eps: float = 1e-6,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: str = "linear",
+        warmup_steps: int = 100,
+    ):
+        super().__init__()
+        if not (train_mlm or train_nsp):
+            raise ValueError("train.train_mlm and train.train_nsp are both false: enable at least one objective")
+        self.save_hyperparameters()
+        self.model = BertForPreTraining(BertConfig(**model_config))
+        self.metrics = torch.nn.ModuleDict({_KEY(split): self._split_metrics() for split in SPLITS})
+
+    @staticmethod
+    def _split_metrics() -> torch.nn.ModuleDict:
+        return torch.nn.ModuleDict(
+            {
+                "mlm_loss": torchmetrics.MeanMetric(),
+                # Accuracy over masked tokens: a weighted mean, weighted by tokens per batch.
+                "mlm_acc": torchmetrics.MeanMetric(),
+                "nsp_loss": torchmetrics.MeanMetric(),
+                "nsp_acc": torchmetrics.classification.MulticlassAccuracy(num_classes=2, average="micro"),
+            }
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model(
+            batch["input_ids"],
+            batch.get("token_type_ids"),
+            batch.get("attention_mask"),
+            mlm_labels=batch["mlm_labels"] if self.hparams.train_mlm else None,
+            nsp_labels=batch.get("nsp_labels") if self.hparams.train_nsp else None,
+        )
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        if self.hparams.train_nsp and "nsp_labels" not in batch:
+            raise ValueError("train.train_nsp=true but the batches carry no nsp_labels: the data module was "
+                             "built with train_nsp=false")
+        out = self(batch)
+        metrics = self.metrics[_KEY(split)]
+        batch_size = batch["input_ids"].size(0)
+        on_step = split == "train"
+        if out.mlm_loss is not None:
+            metrics["mlm_loss"].update(out.mlm_loss.detach(), weight=out.mlm_count.clamp(min=1))
+            if out.mlm_count > 0:
+                metrics["mlm_acc"].update(out.mlm_correct / out.mlm_count, weight=out.mlm_count)
+            self.log(f"{split}/mlm_loss", metrics["mlm_loss"], on_step=on_step, on_epoch=True,
+                     prog_bar=True, batch_size=batch_size)
+            self.log(f"{split}/mlm_acc", metrics["mlm_acc"], on_step=on_step, on_epoch=True, batch_size=batch_size)
+        if out.nsp_loss is not None:
+            metrics["nsp_loss"].update(out.nsp_loss.detach(), weight=batch_size)
+            metrics["nsp_acc"].update(out.nsp_logits.detach(), batch["nsp_labels"])
+            self.log(f"{split}/nsp_loss", metrics["nsp_loss"], on_step=on_step, on_epoch=True, batch_size=batch_size)
+            self.log(f"{split}/nsp_acc", metrics["nsp_acc"], on_step=on_step, on_epoch=True, batch_size=batch_size)
+        return out.loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            # Stop before the optimizer applies a NaN update; the last checkpoint
+            # written before this step is still good.
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at global step {self.global_step}: lower train.lr, raise "
+                "train.warmup_steps or use impl.precision=32; resume from the last checkpoint with ckpt_path=<run dir>"
+            )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def _log_perplexity(self, split: str) -> None:
+        metric = self.metrics[_KEY(split)]["mlm_loss"]
+        if self.hparams.train_mlm and metric.update_called:
+            # min() keeps exp() finite while the loss is still large early in training.
+            self.log(f"{split}/perplexity", math.exp(min(float(metric.compute()), 50.0)), on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_perplexity("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def configure_optimizers(self):
+        # No weight decay on biases and LayerNorm weights, as in the original BERT.
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            eps=self.hparams.adam_eps,
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        schedule = warmup_schedule(self.hparams.scheduler, self.hparams.warmup_steps, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}}

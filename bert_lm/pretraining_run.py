@@ -1,0 +1,216 @@
+"""What ``run.py`` does, step by step, as functions that tests can call one by one.
+
+checks -> prepared corpus -> tokenizer -> DataModule -> model -> Trainer -> fit ->
+final validation -> HF export -> MLflow artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bert_lm.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
+from bert_lm.data.datamodule import PretrainingDataModule
+from bert_lm.hf_interop import export_hf, import_hf
+from bert_lm.hydra_setup import PROJECT_ROOT
+from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.pretraining_module import PretrainingModule
+from bert_lm.tokenization import KoreanTokenizer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+HF_EXPORT_DIR = "hf_export"
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any data work."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, naming the key, on settings that would only fail later."""
+    if not (cfg.train.train_mlm or cfg.train.train_nsp):
+        raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
+    model_fields = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        # vocab_size comes from the tokenizer later; any valid value checks the rest now.
+        BertConfig(**{**model_fields, "vocab_size": max(model_fields["pad_token_id"] + 1, 8)})
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+    if cfg.data.max_len > cfg.model.max_position_embeddings:
+        raise ConfigError(
+            f"data.max_len={cfg.data.max_len} is above model.max_position_embeddings="
+            f"{cfg.model.max_position_embeddings}: lower data.max_len or raise max_position_embeddings (<= 512)"
+        )
+    if cfg.data.max_len < 8:
+        raise ConfigError(f"data.max_len={cfg.data.max_len}: must be at least 8")
+
+
+def check_writable(directory: str | Path, key: str) -> None:
+    """An unwritable output directory is reported before hours of training, not after."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{key}={directory} is not writable ({err.strerror}): choose another directory") from None
+
+
+def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
+    """(checkpoint file, run directory) for ``ckpt_path=<file or run dir>``.
+
+    Lightning's ``ckpt_path="last"`` looks only in the checkpoint callback's folder
+    and silently starts over when it finds nothing; here a resume request that
+    finds no checkpoint is an error.
+    """
+    if not ckpt_path:
+        return None, None
+    path = Path(ckpt_path).expanduser().resolve()
+    if path.is_dir():
+        candidate = path / CHECKPOINT_DIR / "last.ckpt"
+        if not candidate.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path={path}: no {CHECKPOINT_DIR}/last.ckpt in this directory; pass a run directory "
+                "printed as run_dir: by an earlier run, or a .ckpt file"
+            )
+        return candidate, path
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        return path, run_dir
+    raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
+    """MLflow logger; a resumed run continues the MLflow run it started."""
+    run_id_file = run_dir / MLFLOW_RUN_ID_FILE
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    run_name = cfg.logger.get("run_name") or ",".join(o for o in overrides if not o.startswith("ckpt_path")) or "defaults"
+    tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
+    logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
+    run_id_file.write_text(logger.run_id)
+    return logger
+
+
+def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -> PretrainingDataModule:
+    return PretrainingDataModule(
+        prepared_dir=str(prepared_dir),
+        tokenizer_dir=str(tokenizer_dir),
+        cache_dir=str(Path(cfg.paths.cache_dir) / "tokens"),
+        max_len=cfg.data.max_len,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.impl.num_workers,
+        pin_memory=cfg.impl.pin_memory,
+        persistent_workers=cfg.impl.persistent_workers,
+        train_nsp=cfg.train.train_nsp,
+        short_seq_prob=cfg.data.short_seq_prob,
+        nsp_prob=cfg.data.nsp_prob,
+        mask_ratio=cfg.data.mask_ratio,
+        mask_token_prob=cfg.data.mask_token_prob,
+        random_token_prob=cfg.data.random_token_prob,
+        whole_word_mask=cfg.data.whole_word_mask,
+        pad_to_multiple_of=cfg.impl.pad_to_multiple_of,
+        seed=cfg.seed,
+    )
+
+
+def build_module(cfg: DictConfig, tokenizer: KoreanTokenizer) -> PretrainingModule:
+    model_config = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": tokenizer.vocab_size,
+                    "pad_token_id": tokenizer.pad_id}
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    module = PretrainingModule(model_config=model_config, **train)
+    if cfg.init_from:
+        imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
+        if imported.config.to_hf_dict() != module.model.config.to_hf_dict():
+            log.warning("init_from=%s: its architecture replaces the model group's settings", cfg.init_from)
+            module.model = imported
+            module.hparams.model_config = {**model_config, **vars(imported.config)}
+        else:
+            module.model.load_state_dict(imported.state_dict())
+    return module
+
+
+def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
+    callbacks = []
+    for name, callback_cfg in cfg.callbacks.items():
+        overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
+        callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
+    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+
+
+def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
+    """BertForPreTraining from one of our Lightning checkpoints (plain containers only)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = BertForPreTraining(BertConfig(**state["hyper_parameters"]["model_config"]))
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return model
+
+
+def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, best_ckpt: str | None,
+                  hf_dir: Path) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    resolved = run_dir / "resolved_config.yaml"
+    OmegaConf.save(cfg, resolved, resolve=True)
+    client.log_artifact(run_id, str(resolved))
+    client.log_artifacts(run_id, str(tokenizer_dir), "tokenizer")
+    if best_ckpt:
+        # The best checkpoint, once: not every checkpoint Lightning wrote.
+        client.log_artifact(run_id, best_ckpt, "checkpoints")
+    client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
+
+
+def flatten_for_mlflow(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
+    """The whole job; returns (run directory, HF export directory)."""
+    check_config(cfg)
+    resume_ckpt, resume_dir = resolve_resume(cfg.ckpt_path)
+    run_dir = resume_dir or Path(cfg.paths.output_dir)
+    check_writable(run_dir, "paths.output_dir")
+    check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+    torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    prepared_dir = ensure_prepared_corpus(cfg.data, cfg.paths.cache_dir)
+    tokenizer_dir = ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
+    tokenizer = KoreanTokenizer.load(tokenizer_dir)
+    datamodule = build_datamodule(cfg, prepared_dir, tokenizer_dir)
+    module = build_module(cfg, tokenizer)
+
+    logger = build_logger(cfg, run_dir, overrides)
+    logger.log_hyperparams(flatten_for_mlflow(cfg))
+    trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    model = load_pretraining_weights(best_ckpt) if best_ckpt else module.model
+    hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir)
+    if trainer.is_global_zero:
+        log_artifacts(logger, cfg, run_dir, tokenizer_dir, best_ckpt or None, hf_dir)
+    tokenizer.close()
+    return run_dir, hf_dir
+
+
+def describe_environment() -> str:
+    return f"torch {torch.__version__}, {os.cpu_count()} cpus, cuda={torch.cuda.is_available()}"
