@@ -95,7 +95,8 @@ class TrainSchema:
     adam_eps: float = 1e-6
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     scheduler: str = "linear"
-    warmup_steps: int = 100
+    warmup_steps: Optional[int] = None
+    warmup_ratio: float = 0.06
 
 
 @dataclass

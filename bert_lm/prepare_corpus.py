@@ -30,7 +30,8 @@ from bert_lm.sentence_split import split_sentences
 from bert_lm.text_cleaning import CleaningConfig, DuplicateFilter, TextCleaner
 
 TRAIN_FILE, VALID_FILE, STATS_FILE = "train.txt", "valid.txt", "stats.json"
-_PREPARE_FORMAT_VERSION = 1
+# Bump when cleaning or splitting code changes what a prepared corpus holds.
+_PREPARE_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class PretrainingModule(pl.LightningModule):
         adam_eps: float = 1e-6,
         betas: tuple[float, float] = (0.9, 0.999),
         scheduler: str = "linear",
-        warmup_steps: int = 100,
+        warmup_steps: int | None = None,
+        warmup_ratio: float = 0.06,
     ):
         super().__init__()
         if not (train_mlm or train_nsp):
@@ -92,15 +93,16 @@ class PretrainingModule(pl.LightningModule):
         batch_size = batch["input_ids"].size(0)
         on_step = split == "train"
         if out.mlm_loss is not None:
-            metrics["mlm_loss"].update(out.mlm_loss.detach(), weight=out.mlm_count.clamp(min=1))
+            # Calling a metric (not .update) also keeps this batch's value for on_step logging.
+            metrics["mlm_loss"](out.mlm_loss.detach(), weight=out.mlm_count.clamp(min=1))
             if out.mlm_count > 0:
-                metrics["mlm_acc"].update(out.mlm_correct / out.mlm_count, weight=out.mlm_count)
+                metrics["mlm_acc"](out.mlm_correct / out.mlm_count, weight=out.mlm_count)
             self.log(f"{split}/mlm_loss", metrics["mlm_loss"], on_step=on_step, on_epoch=True,
                      prog_bar=True, batch_size=batch_size)
             self.log(f"{split}/mlm_acc", metrics["mlm_acc"], on_step=on_step, on_epoch=True, batch_size=batch_size)
         if out.nsp_loss is not None:
-            metrics["nsp_loss"].update(out.nsp_loss.detach(), weight=batch_size)
-            metrics["nsp_acc"].update(out.nsp_logits.detach(), batch["nsp_labels"])
+            metrics["nsp_loss"](out.nsp_loss.detach(), weight=batch_size)
+            metrics["nsp_acc"](out.nsp_logits.detach(), batch["nsp_labels"])
             self.log(f"{split}/nsp_loss", metrics["nsp_loss"], on_step=on_step, on_epoch=True, batch_size=batch_size)
             self.log(f"{split}/nsp_acc", metrics["nsp_acc"], on_step=on_step, on_epoch=True, batch_size=batch_size)
         return out.loss
@@ -145,5 +147,10 @@ class PretrainingModule(pl.LightningModule):
             eps=self.hparams.adam_eps,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
-        schedule = warmup_schedule(self.hparams.scheduler, self.hparams.warmup_steps, total_steps)
+        # An explicit warmup_steps wins; otherwise a fraction of the run, so that a
+        # short run on a small corpus still reaches its peak learning rate.
+        warmup_steps = self.hparams.warmup_steps
+        if warmup_steps is None:
+            warmup_steps = max(1, round(self.hparams.warmup_ratio * total_steps))
+        schedule = warmup_schedule(self.hparams.scheduler, warmup_steps, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}}

@@ -150,6 +150,8 @@ def build_module(cfg: DictConfig, tokenizer: KoreanTokenizer) -> PretrainingModu
 def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
     callbacks = []
     for name, callback_cfg in cfg.callbacks.items():
+        if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
+            continue  # Lightning refuses a progress-bar callback when the bar is off
         overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
         callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
     return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
@@ -177,8 +179,30 @@ def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, b
     client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
 
 
-def flatten_for_mlflow(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a/b": 1}: the key style MLFlowLogger uses for nested params."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def log_config_params(logger, cfg: DictConfig) -> None:
+    """The flattened config as MLflow params.
+
+    MLflow refuses to change a logged param, and a resumed run continues its MLflow
+    run: settings that differ on resume (max_steps, ckpt_path) are kept as
+    ``resume/<key>`` tags instead, so the history says what changed.
+    """
+    params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
+    logged = logger.experiment.get_run(logger.run_id).data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
+    for key, value in changed.items():
+        logger.experiment.set_tag(logger.run_id, f"resume/{key}", value[:5000])
 
 
 def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
@@ -198,10 +222,10 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     module = build_module(cfg, tokenizer)
 
     logger = build_logger(cfg, run_dir, overrides)
-    logger.log_hyperparams(flatten_for_mlflow(cfg))
+    log_config_params(logger, cfg)
     trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.validate(module, datamodule=datamodule)
 
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     model = load_pretraining_weights(best_ckpt) if best_ckpt else module.model

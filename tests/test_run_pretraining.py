@@ -1,0 +1,136 @@
+"""run.py end to end on tiny settings: MLflow store contents, resume, config checks."""
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from bert_lm.hydra_setup import CONFIG_DIR, check_overrides, setup_hydra
+from bert_lm.pretraining_run import ConfigError, check_config, pretrain, resolve_resume
+from tests.conftest import REPO_ROOT
+
+
+def compose_config(overrides):
+    setup_hydra()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def tiny_overrides(tmp_path, *extra):
+    return [
+        "model=tiny",
+        "data.batch_size=8",
+        "trainer.max_steps=4",
+        "trainer.log_every_n_steps=1",
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.throughput.window_size=2",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"logger.artifact_location={tmp_path / 'artifacts'}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("pretrain")
+    overrides = tiny_overrides(tmp_path)
+    run_dir, hf_dir = pretrain(compose_config(overrides), overrides)
+    return tmp_path, run_dir, hf_dir
+
+
+def test_run_writes_checkpoints_export_and_mlflow_run(tiny_run):
+    tmp_path, run_dir, hf_dir = tiny_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (hf_dir / "config.json").is_file() and (hf_dir / "tokenizer.json").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bert-lm-pretraining")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model/hidden_size"] == "64"
+    assert run.data.params["train/train_nsp"] == "True"
+    for metric in ("train/mlm_loss_step", "train/nsp_acc_step", "val/mlm_loss", "val/nsp_acc", "val/perplexity", "lr-AdamW/pg1"):
+        assert metric in run.data.metrics, metric
+    assert any("items_per_sec" in name for name in run.data.metrics), "tokens/s is logged"
+    assert run.data.tags["mlflow.source.git.commit"]
+    top_level = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"resolved_config.yaml", "tokenizer", "checkpoints", "hf_export"} <= top_level
+    assert len(client.list_artifacts(run.info.run_id, "checkpoints")) == 1, "best checkpoint logged once"
+
+
+def test_checkpoint_loads_with_weights_only(tiny_run):
+    _, run_dir, _ = tiny_run
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4
+    assert isinstance(state["hyper_parameters"]["model_config"], dict)
+
+
+def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
+    tmp_path, run_dir, _ = tiny_run
+    overrides = tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "trainer.max_steps=6")
+    pretrain(compose_config(overrides), overrides)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 6
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bert-lm-pretraining")
+    (run,) = client.search_runs([experiment.experiment_id])  # the same run, continued
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/mlm_loss_step")]
+    assert max(steps) >= 5
+
+
+def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):
+        resolve_resume(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_resume(str(tmp_path / "missing.ckpt"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.train_mlm=false", "train.train_nsp=false"], "enable at least one objective"),
+        (["model.hidden_size=100", "model.num_attention_heads=3"], "hidden_size"),
+        (["data.max_len=256"], "data.max_len=256 is above model.max_position_embeddings=128"),
+    ],
+)
+def test_bad_settings_fail_before_data_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_config(overrides))
+
+
+def test_unknown_key_names_valid_keys(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_overrides(["train.learning_rate=1e-3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.learning_rate'" in err and "lr" in err and "warmup_steps" in err
+
+
+@pytest.mark.parametrize(
+    "model, data, tokenizer, mlm, nsp",
+    [c for c in itertools.product(["tiny", "small", "medium", "base"], ["sample", "petitions"],
+                                  ["mecab_wordpiece", "wordpiece"], [True, False], [True, False]) if c[3] or c[4]],
+)
+def test_every_combination_composes(model, data, tokenizer, mlm, nsp):
+    cfg = compose_config([f"model={model}", f"data={data}", f"tokenizer={tokenizer}",
+                          f"train.train_mlm={mlm}", f"train.train_nsp={nsp}"])
+    check_config(cfg)
+    assert cfg.callbacks.model_checkpoint.monitor == ("val/mlm_loss" if mlm else "val/nsp_loss")
+
+
+def test_run_py_command_line_prints_run_dir_and_export_last(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "run.py", *tiny_overrides(tmp_path, "train.train_nsp=false", "trainer.max_steps=2")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last_lines = result.stdout.strip().splitlines()[-2:]
+    assert last_lines[0] == f"run_dir: {tmp_path / 'run'}"
+    assert last_lines[1] == f"hf_export: {tmp_path / 'run' / 'hf_export'}"
