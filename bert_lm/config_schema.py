@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -110,6 +110,14 @@ class ImplSchema:
 
 
 @dataclass
+class StrategySchema:
+    name: str = "auto"
+    requires_cuda: bool = False
+    optimizer: str = "torch_adamw"  # torch_adamw | deepspeed_cpu_adam
+    lightning: Any = "auto"  # "auto" or a node with _target_
+
+
+@dataclass
 class PathsSchema:
     root_dir: str = "???"
     cache_dir: str = "???"
@@ -124,10 +132,11 @@ def register_schemas() -> None:
     store.store(group="model", name="model_schema", node=ModelSchema)
     store.store(group="train", name="train_schema", node=TrainSchema)
     store.store(group="impl", name="impl_schema", node=ImplSchema)
+    store.store(group="strategy", name="strategy_schema", node=StrategySchema)
 
 
 _GROUP_SCHEMAS = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": PathsSchema, "model": ModelSchema,
-                  "train": TrainSchema, "impl": ImplSchema}
+                  "train": TrainSchema, "impl": ImplSchema, "strategy": StrategySchema}
 _SCHEMAS = {schema.__name__: schema for schema in (*_GROUP_SCHEMAS.values(), CleaningSchema)}
 
 

@@ -55,8 +55,11 @@ class PretrainingModule(pl.LightningModule):
         scheduler: str = "linear",
         warmup_steps: int | None = None,
         warmup_ratio: float = 0.06,
+        optimizer: str = "torch_adamw",
     ):
         super().__init__()
+        if optimizer not in ("torch_adamw", "deepspeed_cpu_adam"):
+            raise ValueError(f"strategy.optimizer={optimizer!r}: use 'torch_adamw' or 'deepspeed_cpu_adam'")
         if not (train_mlm or train_nsp):
             raise ValueError("train.train_mlm and train.train_nsp are both false: enable at least one objective")
         self.save_hyperparameters()
@@ -140,12 +143,17 @@ class PretrainingModule(pl.LightningModule):
             if not param.requires_grad:
                 continue
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            eps=self.hparams.adam_eps,
-        )
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.hparams.optimizer == "deepspeed_cpu_adam":
+            # ZeRO-Offload steps the optimizer on the CPU and refuses a torch optimizer.
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                         eps=self.hparams.adam_eps, adamw_mode=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                          eps=self.hparams.adam_eps)
         total_steps = int(self.trainer.estimated_stepping_batches)
         # An explicit warmup_steps wins; otherwise a fraction of the run, so that a
         # short run on a small corpus still reaches its peak learning rate.

@@ -22,6 +22,7 @@ from bert_lm.hf_interop import export_hf, import_hf
 from bert_lm.hydra_setup import PROJECT_ROOT
 from bert_lm.modeling import BertConfig, BertForPreTraining
 from bert_lm.pretraining_module import PretrainingModule
+from bert_lm.strategies import build_strategy, check_strategy_runnable, consolidated_checkpoint
 from bert_lm.tokenization import KoreanTokenizer
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.data.max_len < 8:
         raise ConfigError(f"data.max_len={cfg.data.max_len}: must be at least 8")
+    check_strategy_runnable(cfg.strategy)
 
 
 def check_writable(directory: str | Path, key: str) -> None:
@@ -135,7 +137,7 @@ def build_module(cfg: DictConfig, tokenizer: KoreanTokenizer) -> PretrainingModu
     model_config = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": tokenizer.vocab_size,
                     "pad_token_id": tokenizer.pad_id}
     train = OmegaConf.to_container(cfg.train, resolve=True)
-    module = PretrainingModule(model_config=model_config, **train)
+    module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
     if cfg.init_from:
         imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
         if imported.config.to_hf_dict() != module.model.config.to_hf_dict():
@@ -154,12 +156,13 @@ def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
             continue  # Lightning refuses a progress-bar callback when the bar is off
         overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
         callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
-    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                                   strategy=build_strategy(cfg.strategy))
 
 
 def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
     """BertForPreTraining from one of our Lightning checkpoints (plain containers only)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True)
     model = BertForPreTraining(BertConfig(**state["hyper_parameters"]["model_config"]))
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)

@@ -1,0 +1,78 @@
+"""Each strategy config builds the right Lightning strategy and ZeRO settings."""
+
+import pytest
+import torch
+from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
+
+from bert_lm.pretraining_module import PretrainingModule
+from bert_lm.strategies import StrategyUnavailableError, build_strategy, check_strategy_runnable
+from tests.test_run_pretraining import compose_config
+
+
+def test_auto_is_lightnings_choice():
+    assert build_strategy(compose_config(["strategy=auto"]).strategy) == "auto"
+
+
+def test_ddp_builds_ddp_strategy():
+    strategy = build_strategy(compose_config(["strategy=ddp"]).strategy)
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._ddp_kwargs == {"find_unused_parameters": False, "bucket_cap_mb": 25}
+
+
+@pytest.mark.parametrize("name, offload", [("deepspeed_stage_2", False), ("deepspeed_stage_2_offload", True)])
+def test_deepspeed_builds_zero2_config(name, offload):
+    cfg = compose_config([f"strategy={name}"])
+    strategy = build_strategy(cfg.strategy)
+    assert isinstance(strategy, DeepSpeedStrategy)
+    zero = strategy.config["zero_optimization"]
+    assert zero["stage"] == 2
+    assert ("offload_optimizer" in zero) == offload
+    if offload:
+        assert zero["offload_optimizer"]["device"] == "cpu"
+        assert cfg.strategy.optimizer == "deepspeed_cpu_adam"
+
+
+@pytest.mark.parametrize("name", ["deepspeed_stage_2", "deepspeed_stage_2_offload"])
+def test_deepspeed_without_cuda_fails_fast_with_a_clear_message(name):
+    cfg = compose_config([f"strategy={name}"])
+    with pytest.raises(StrategyUnavailableError, match="needs CUDA GPUs.*strategy=auto or strategy=ddp"):
+        check_strategy_runnable(cfg.strategy, cuda_available=False)
+    check_strategy_runnable(cfg.strategy, cuda_available=True)
+
+
+def test_offload_uses_deepspeeds_cpu_adam(monkeypatch):
+    # The real CPU Adam is a C++ op compiled on first use (minutes): record the
+    # construction instead; the GPU smoke script (bench/gpu_smoke.sh) runs the real one.
+    import deepspeed.ops.adam
+
+    built = {}
+
+    class RecordingCPUAdam(torch.optim.AdamW):
+        def __init__(self, params, adamw_mode, **kwargs):
+            built.update(kwargs, adamw_mode=adamw_mode)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(deepspeed.ops.adam, "DeepSpeedCPUAdam", RecordingCPUAdam)
+    module = PretrainingModule(
+        model_config=dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32), optimizer="deepspeed_cpu_adam", warmup_steps=1, lr=3e-4)
+
+    class _Trainer:
+        estimated_stepping_batches = 10
+
+    module._trainer = _Trainer()
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, RecordingCPUAdam)
+    assert built["adamw_mode"] is True and built["lr"] == 3e-4
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_torch_adamw_by_default():
+    module = PretrainingModule(model_config=dict(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=32), warmup_steps=1)
+
+    class _Trainer:
+        estimated_stepping_batches = 10
+
+    module._trainer = _Trainer()
+    assert type(module.configure_optimizers()["optimizer"]) is torch.optim.AdamW
