@@ -15,7 +15,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bert_lm.hydra_setup import CONFIG_DIR, check_overrides, setup_hydra
+from bert_lm.hydra_setup import (
+    CONFIG_DIR,
+    argv_for_ddp_worker,
+    check_overrides,
+    export_job_for_ddp_workers,
+    isolated_job_environment,
+    setup_hydra,
+)
 from bert_lm.pretraining_run import pretrain
 
 setup_hydra()
@@ -23,11 +30,15 @@ setup_hydra()
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir, hf_dir = pretrain(cfg, list(HydraConfig.get().overrides.task))
+    overrides = list(HydraConfig.get().overrides.task)
+    with isolated_job_environment():
+        export_job_for_ddp_workers(overrides, cfg.paths.output_dir)
+        run_dir, hf_dir = pretrain(cfg, overrides)
     print(f"run_dir: {run_dir}")
     print(f"hf_export: {hf_dir}")
 
 
 if __name__ == "__main__":
+    sys.argv = argv_for_ddp_worker(sys.argv)  # see its docstring: sweeps + DDP
     check_overrides(sys.argv[1:])
     main()

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from bert_lm.config_schema import explain_config_error, register_schemas
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "conf"
+# Set by a job for the DDP worker processes Lightning starts: that job's exact
+# overrides and run directory.
+DDP_JOB_ENV = "BERT_LM_DDP_JOB"
 
 
 def setup_hydra() -> None:
@@ -52,3 +58,47 @@ def check_overrides(overrides: list[str], config_name: str = "config") -> None:
             sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+def export_job_for_ddp_workers(overrides: list[str], run_dir: str) -> None:
+    """Record this job's overrides for the worker processes Lightning's DDP starts."""
+    os.environ[DDP_JOB_ENV] = json.dumps({"overrides": list(overrides), "run_dir": str(run_dir)})
+
+
+def argv_for_ddp_worker(argv: list[str]) -> list[str]:
+    """The command line a DDP worker process should run with.
+
+    Lightning's DDP launcher starts ranks 1.. by re-running the script with the
+    parent's original arguments. Under ``-m`` (a sweep) that would start a whole
+    new sweep inside one job, and the worker would not know which combination it
+    belongs to. A worker (LOCAL_RANK set, job recorded by its parent) therefore
+    runs exactly its parent job's overrides, in its run directory, without ``-m``;
+    Lightning's own job-name and output-subdir arguments are kept.
+    """
+    job = os.environ.get(DDP_JOB_ENV)
+    if not job or "LOCAL_RANK" not in os.environ:
+        return argv
+    job = json.loads(job)
+    lightning_args = [a for a in argv[1:] if a.startswith(("hydra.job.name=", "hydra.output_subdir="))]
+    return [argv[0], *job["overrides"], f"hydra.run.dir={job['run_dir']}", *lightning_args]
+
+
+@contextlib.contextmanager
+def isolated_job_environment():
+    """Give each job of a sweep the environment the sweep started with.
+
+    Lightning's DDP launcher sets LOCAL_RANK, MASTER_PORT, WORLD_SIZE... in the
+    launching process. In the next job of a multirun (same process) LOCAL_RANK
+    would make Lightning believe an external launcher created the ranks, and it
+    would wait for workers that never start. The process group goes too.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -64,7 +64,21 @@ class PretrainingModule(pl.LightningModule):
             raise ValueError("train.train_mlm and train.train_nsp are both false: enable at least one objective")
         self.save_hyperparameters()
         self.model = BertForPreTraining(BertConfig(**model_config))
+        self._freeze_unused_heads()
         self.metrics = torch.nn.ModuleDict({_KEY(split): self._split_metrics() for split in SPLITS})
+
+    def _freeze_unused_heads(self) -> None:
+        """Heads of a switched-off objective get no gradient: DDP would otherwise stop
+        with "parameters that were not used in producing the loss" (and
+        find_unused_parameters=True costs an extra graph traversal every step)."""
+        unused = []
+        if not self.hparams.train_nsp:
+            unused += [self.model.bert.pooler, self.model.cls.seq_relationship]
+        if not self.hparams.train_mlm:
+            unused += [self.model.cls.predictions.transform]
+            self.model.cls.predictions.bias.requires_grad_(False)
+        for module in unused:
+            module.requires_grad_(False)
 
     @staticmethod
     def _split_metrics() -> torch.nn.ModuleDict:

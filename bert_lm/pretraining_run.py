@@ -15,6 +15,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
 from bert_lm.data.datamodule import PretrainingDataModule
@@ -100,14 +101,20 @@ def _git_commit() -> str | None:
         return None
 
 
+# Overrides that say where things go, not what is trained: left out of run names.
+_NOT_IN_RUN_NAME = ("ckpt_path", "paths.", "logger.", "hydra.", "callbacks.", "trainer.enable_progress_bar")
+
+
 def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
     """MLflow logger; a resumed run continues the MLflow run it started."""
     run_id_file = run_dir / MLFLOW_RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    run_name = cfg.logger.get("run_name") or ",".join(o for o in overrides if not o.startswith("ckpt_path")) or "defaults"
+    run_name = cfg.logger.get("run_name") or ",".join(
+        o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)) or "defaults"
     tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
     logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
-    run_id_file.write_text(logger.run_id)
+    if rank_zero_only.rank == 0:  # other DDP ranks hold a dummy experiment
+        run_id_file.write_text(logger.run_id)
     return logger
 
 
@@ -200,6 +207,8 @@ def log_config_params(logger, cfg: DictConfig) -> None:
     run: settings that differ on resume (max_steps, ckpt_path) are kept as
     ``resume/<key>`` tags instead, so the history says what changed.
     """
+    if rank_zero_only.rank != 0:
+        return
     params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
     logged = logger.experiment.get_run(logger.run_id).data.params
     changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
