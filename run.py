@@ -9,6 +9,7 @@ last two lines printed are ``run_dir: <path>`` and ``hf_export: <path>``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -23,7 +24,13 @@ from bert_lm.hydra_setup import (
     isolated_job_environment,
     setup_hydra,
 )
+from bert_lm.petitions_download import DownloadError
 from bert_lm.pretraining_run import pretrain
+from bert_lm.strategies import StrategyUnavailableError
+
+# Bad input and impossible settings: our code raises these with a message that
+# names the file, line or key and what to do, so the traceback adds nothing.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, DownloadError, StrategyUnavailableError)
 
 setup_hydra()
 
@@ -33,7 +40,13 @@ def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
     with isolated_job_environment():
         export_job_for_ddp_workers(overrides, cfg.paths.output_dir)
-        run_dir, hf_dir = pretrain(cfg, overrides)
+        try:
+            run_dir, hf_dir = pretrain(cfg, overrides)
+        except USER_ERRORS as err:
+            if os.environ.get("BERT_LM_DEBUG"):
+                raise
+            print(f"error: {err}\n(set BERT_LM_DEBUG=1 for the traceback)", file=sys.stderr)
+            sys.exit(1)
     print(f"run_dir: {run_dir}")
     print(f"hf_export: {hf_dir}")
 

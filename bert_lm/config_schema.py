@@ -141,12 +141,18 @@ _SCHEMAS = {schema.__name__: schema for schema in (*_GROUP_SCHEMAS.values(), Cle
 
 
 def explain_config_error(message: str) -> str | None:
-    """A message naming the valid keys for an unknown-key error, or None."""
+    """A clearer message for an unknown key (naming the valid keys) or a value of
+    the wrong type (naming the key and the expected type); None otherwise."""
+    wrong_type = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", message)
+    full_key = re.search(r"full_key: (\S+)", message)
+    if wrong_type and full_key:
+        value, expected = wrong_type.groups()
+        return (f"config key '{full_key.group(1)}' expects a {expected.lower()}, got {value!r}: "
+                f"fix the value on the command line or in conf/")
     match = re.search(r"Key '([^']+)' (?:not in|is not in struct)", message)
     if not match:
         return None
     bad_key = match.group(1)
-    full_key = re.search(r"full_key: (\S+)", message)
     location = full_key.group(1) if full_key else bad_key
     schema_name = re.search(r"not in '(\w+)'", message)
     schema = _SCHEMAS.get(schema_name.group(1)) if schema_name else None

@@ -153,8 +153,11 @@ def prepare_corpus(
                 continue
             characters += sum(len(s) for s in sentences)
             writer.add(sentences)
-    finally:
+    except BaseException:
         writer.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # never leave a half corpus behind
+        raise
+    writer.close()
 
     total_documents = sum(writer.documents.values())
     if total_documents == 0:
