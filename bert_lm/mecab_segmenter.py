@@ -168,7 +168,12 @@ def segment_many(texts: list[str], protected: tuple[str, ...] = ()) -> list[str]
 
 def unknown_words(texts: list[str]) -> list[str]:
     """Distinct words of ``texts`` that this process has not segmented yet."""
-    return list({word for text in texts for word in text.split()}.difference(_SEGMENTED_CACHE))
+    return unknown_words_for(_SEGMENTED_CACHE, texts)
+
+
+def unknown_words_for(known: dict, texts: list[str]) -> list[str]:
+    """Distinct words of ``texts`` that are not keys of ``known``."""
+    return list({word for text in texts for word in text.split()}.difference(known))
 
 
 def segment_words(words: list[str]) -> list[str]:

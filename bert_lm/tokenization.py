@@ -39,6 +39,16 @@ TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "bert_lm_tokenizer.json"
 # Lines handed to one pool worker at a time: large enough to amortise pickling.
 _SEGMENT_CHUNK_LINES = 4_000
+# Below this many new words, Mecab in this process beats shipping them to the pool.
+_POOL_MIN_WORDS = 2_000
+# Words per pre-tokenized sequence when new words are encoded together.
+_WORDS_PER_SEQUENCE = 2_048
+# Word -> ids memo bound (about 100 bytes an entry).
+_WORD_MEMO_MAX = 1_000_000
+
+
+def _has_special_token(text: str) -> bool:
+    return "[" in text and any(token in text for token in SPECIAL_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class KoreanTokenizer:
         )
         self.special_ids = [vocab[t] for t in SPECIAL_TOKENS]
         self._pool = None
+        self._word_ids: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -221,40 +232,69 @@ class KoreanTokenizer:
         return results
 
     def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
-        """Ids only, for corpus tokenization: Mecab in a process pool, WordPiece in Rust.
+        """Ids only, for corpus tokenization.
 
-        Lines are processed in slices, pipelined: while the pool runs Mecab on the
-        unseen words of slice k+1, this process segments slice k from its word
-        cache and the Rust WordPiece encodes it. Only distinct unseen words go to
-        the pool (Mecab costs ~8 µs a word, and a corpus repeats its words), and
-        a word is never analysed twice: every word is cut on its own, so its
-        pieces never depend on the slice or worker that saw it.
+        Plain WordPiece: the Rust tokenizer, in parallel. Mecab-aware: through a
+        per-process memo of word -> token ids. WhitespaceSplit makes WordPiece
+        treat every word on its own and Mecab cuts every word on its own (see
+        :mod:`bert_lm.mecab_segmenter`), so a word always has the same ids and a
+        line's ids are its words' ids in order. Only distinct words not seen yet
+        are analysed: Mecab over the worker pool (~8 µs a word), then one Rust
+        WordPiece call for all of them. A corpus repeats its words (Zipf), so
+        most words cost one dictionary lookup.
         """
         if not self.mecab:
             return self._ids(texts)
-        if self.num_workers <= 1 or len(texts) < _SEGMENT_CHUNK_LINES:
-            return self._ids(mecab_segmenter.segment_many(texts, SPECIAL_TOKENS))
-        slices = [texts[i : i + _SEGMENT_CHUNK_LINES] for i in range(0, len(texts), _SEGMENT_CHUNK_LINES)]
-        pending: set[str] = set()
-
-        def submit(lines: list[str]):
-            words = [w for w in mecab_segmenter.unknown_words(lines) if w not in pending]
-            pending.update(words)
-            size = -(-len(words) // self.num_workers) or 1
-            word_chunks = [words[i : i + size] for i in range(0, len(words), size)]
-            return word_chunks, self._worker_pool().map_async(mecab_segmenter.segment_words, word_chunks)
-
-        ids: list[list[int]] = []
-        in_flight = submit(slices[0])
-        for k, lines in enumerate(slices):
-            word_chunks, result = in_flight
-            if k + 1 < len(slices):
-                in_flight = submit(slices[k + 1])
-            for words, segmented in zip(word_chunks, result.get()):
-                mecab_segmenter.remember(words, segmented)
-                pending.difference_update(words)
-            ids.extend(self._ids(mecab_segmenter.segment_many(lines, SPECIAL_TOKENS)))
+        plain_lines = [i for i, t in enumerate(texts) if not _has_special_token(t)]
+        self._learn_words(mecab_segmenter.unknown_words_for(self._word_ids, [texts[i] for i in plain_lines]))
+        word_ids = self._word_ids
+        ids: list[list[int]] = [[] for _ in texts]
+        for i in plain_lines:
+            line_ids = ids[i]
+            for word in texts[i].split():
+                line_ids.extend(word_ids[word])
+        special_lines = [i for i, t in enumerate(texts) if _has_special_token(t)]
+        if special_lines:
+            segmented = mecab_segmenter.segment_many([texts[i] for i in special_lines], SPECIAL_TOKENS)
+            for i, line_ids in zip(special_lines, self._ids(segmented)):
+                ids[i] = line_ids
         return ids
+
+    def _learn_words(self, words: list[str]) -> None:
+        """Add ``words`` to the word -> ids memo (Mecab in the pool when it pays)."""
+        if not words:
+            return
+        if self.num_workers > 1 and len(words) >= _POOL_MIN_WORDS:
+            size = -(-len(words) // (4 * self.num_workers))
+            chunks = [words[i : i + size] for i in range(0, len(words), size)]
+            segmented = [s for part in self._worker_pool().map(mecab_segmenter.segment_words, chunks) for s in part]
+        else:
+            segmented = mecab_segmenter.segment_words(words)
+        if len(self._word_ids) + len(words) > _WORD_MEMO_MAX:
+            self._word_ids.clear()  # bounded memory on any corpus; costs a few cold words
+        self._word_ids.update(zip(words, self._ids_per_word(segmented)))
+
+    def _ids_per_word(self, segmented_words: list[str]) -> list[tuple[int, ...]]:
+        """Token ids of each segmented word ("국가 ##의").
+
+        One Rust call per word would cost ~10 µs of call overhead each: the
+        morpheme pieces of thousands of words go in as one pre-tokenized
+        sequence instead, and ``word_ids`` says which piece each token came from.
+        """
+        groups = [segmented_words[i : i + _WORDS_PER_SEQUENCE] for i in range(0, len(segmented_words), _WORDS_PER_SEQUENCE)]
+        pieces_of = [[word.split(" ") for word in group] for group in groups]
+        encodings = self.hf_tokenizer.encode_batch(
+            [[piece for pieces in group for piece in pieces] for group in pieces_of],
+            is_pretokenized=True, add_special_tokens=False,
+        )
+        result: list[tuple[int, ...]] = []
+        for group, encoding in zip(pieces_of, encodings):
+            owner = [w for w, pieces in enumerate(group) for _ in pieces]  # piece index -> word index
+            per_word: list[list[int]] = [[] for _ in group]
+            for token_id, piece_index in zip(encoding.ids, encoding.word_ids):
+                per_word[owner[piece_index]].append(token_id)
+            result.extend(map(tuple, per_word))
+        return result
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # encode_batch_fast skips offset tracking: ids are all corpus tokenization needs.
@@ -275,7 +315,7 @@ class KoreanTokenizer:
 
     def __getstate__(self):
         # A pool cannot cross a process boundary; a copy starts its own when needed.
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pool": None, "_word_ids": {}}
 
     # ---------------------------------------------------------------- decode
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
