@@ -1,0 +1,184 @@
+"""Does pretraining help KLUE NER? Pretrained vs randomly initialised encoder, CRF vs softmax head.
+
+    python bench/ner_experiment.py
+
+1. Pretrains ``model=small`` (H256 L2, MLM only) on ../shared/data/korean_petitions with
+   ``run.py`` in a subprocess, for a fixed wall-clock budget (``trainer.max_time``; the
+   corpus preparation, tokenizer and token cache come first and are reused from
+   ``cache/`` on later runs).
+2. Finetunes on ../shared/data/klue-ner split-train (3,992 sentences) and evaluates on
+   split-dev (519) for {pretrained, random init} x {CRF, softmax}: the same
+   architecture, tokenizer, seed, hyper-parameters and number of optimizer steps; only
+   the encoder's starting weights and the head differ. Each run has a wall-clock cap
+   too, so the whole script stays under 10 minutes on two CPU cores even when the
+   machine is busy; the table says how many steps each run actually made.
+
+Everything is logged to the project's MLflow store (experiments bert-lm-pretraining and
+bert-lm-klue-ner) and written under outputs/bench/ner_experiment/<timestamp>/.
+Prints a table of entity and character macro F1, then last
+``entity_macro_f1_pretrained_crf: <x>``. Not part of the test suite.
+
+These budgets are minutes of CPU, not the days of GPU a useful Korean BERT needs: the
+pretrained encoder has seen a few hundred thousand tokens, so expect low F1 overall and
+only a small gap between the rows. It is a check that the pipeline measures what it
+should, not a result about Korean BERT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PETITIONS_DIR = SHARED_DATA / "korean_petitions"
+KLUE_NER_DIR = SHARED_DATA / "klue-ner"
+KLUE_NER_FILES = ("klue-ner-v1.1_split-train.tsv", "klue-ner-v1.1_split-dev.tsv")
+
+TOTAL_BUDGET_S = 570  # the script's own deadline, under the 10-minute limit
+PRETRAIN_FIT_S = 170  # wall-clock of pretraining's fit (after corpus preparation)
+FINETUNE_STEPS = 150  # optimizer steps per finetuning run (batch 32: ~1.2 epochs of split-train)
+FINETUNE_CAP_S = 75  # wall-clock cap per finetuning run (steps may fall short on a busy machine)
+FINETUNE_OVERHEAD_S = 25  # per run: tokenization, two evaluations, export, MLflow
+
+
+def max_time_override(seconds: float) -> str:
+    """Lightning's ``max_time`` as the "DD:HH:MM:SS" string it parses (a dict would
+    reach the Trainer as a DictConfig, which it refuses)."""
+    seconds = int(seconds)
+    return f"+trainer.max_time='00:00:{seconds // 60:02d}:{seconds % 60:02d}'"
+
+
+PRETRAIN_OVERRIDES = [
+    "data=petitions",
+    "model=small",
+    "train.train_nsp=false",
+    "data.batch_size=32",
+    "train.lr=5e-4",
+    # Stopped by time, not steps: a constant rate after warmup (a linear decay over a
+    # max_steps the run never reaches would leave it high anyway).
+    "train.scheduler=constant",
+    "train.warmup_steps=20",
+    "trainer.max_steps=100000",
+    max_time_override(PRETRAIN_FIT_S),
+    "trainer.limit_val_batches=5",
+    "trainer.enable_progress_bar=false",
+]
+FINETUNE_SETTINGS = [
+    "task.batch_size=32",
+    "finetune.encoder_lr=1e-4",
+    "finetune.head_lr=1e-3",
+    f"trainer.max_steps={FINETUNE_STEPS}",
+    "trainer.max_epochs=-1",
+    "+trainer.check_val_every_n_epoch=null",
+    f"trainer.val_check_interval={FINETUNE_STEPS}",
+    "trainer.enable_progress_bar=false",
+]
+RUNS = [("pretrained", "crf"), ("random", "crf"), ("pretrained", "softmax"), ("random", "softmax")]
+
+
+def pretrain(out_dir: Path) -> tuple[Path, dict]:
+    command = [
+        sys.executable,
+        "run.py",
+        *PRETRAIN_OVERRIDES,
+        f"hydra.run.dir={out_dir}",
+        "logger.run_name=bench-ner-experiment-pretrain",
+    ]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"pretraining failed:\n{result.stderr[-3000:]}")
+    run_dir = Path(re.search(r"^run_dir: (.+)$", result.stdout, re.M).group(1))
+    import torch
+
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    table = dict(re.findall(r"│\s+(val/\w+)\s+│\s+([\d.]+)\s+│", result.stdout))
+    stats = {
+        "steps": int(state["global_step"]),
+        "wall_s": time.monotonic() - started,
+        "val_mlm_loss": float(table.get("val/mlm_loss", "nan")),
+        "val_mlm_acc": float(table.get("val/mlm_acc", "nan")),
+    }
+    return run_dir, stats
+
+
+def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_s: float) -> dict:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from bert_lm.hydra_setup import CONFIG_DIR
+    from finetune.ner_run import finetune, setup_finetune_hydra
+
+    overrides = [
+        f"pretrained={pretrained_dir}",
+        f"finetune.init={init}",
+        f"finetune.head={head}",
+        f"task.data_dir={KLUE_NER_DIR}",
+        *FINETUNE_SETTINGS,
+        max_time_override(cap_s),
+        f"paths.output_dir={out_dir}",
+        f"logger.run_name=bench-ner-experiment-{init}-{head}",
+    ]
+    setup_finetune_hydra()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="finetune", overrides=overrides)
+    started = time.monotonic()
+    run_dir, scores = finetune(cfg, overrides)
+    report = json.loads((run_dir / "ner_report.json").read_text())
+    return {**scores, "steps": report["trained_steps"], "wall_s": time.monotonic() - started}
+
+
+def main() -> None:
+    missing = [p for p in (PETITIONS_DIR, *(KLUE_NER_DIR / name for name in KLUE_NER_FILES)) if not p.exists()]
+    if missing:
+        print(f"skipped: {', '.join(map(str, missing))} absent; this experiment needs the real data in ../shared/data")
+        return
+    started = time.monotonic()
+    out_root = REPO_ROOT / "outputs" / "bench" / "ner_experiment" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; outputs in {out_root}", flush=True)
+
+    pretrained_dir, pre = pretrain(out_root / "pretrain")
+    print(
+        f"pretraining: {pre['steps']} steps of 32 x 128 in {pre['wall_s']:.0f} s (fit capped at {PRETRAIN_FIT_S} s); "
+        f"val/mlm_loss {pre['val_mlm_loss']:.3f}, val/mlm_acc {pre['val_mlm_acc']:.3f}",
+        flush=True,
+    )
+
+    results = {}
+    for i, (init, head) in enumerate(RUNS):
+        remaining = TOTAL_BUDGET_S - (time.monotonic() - started)
+        cap = min(FINETUNE_CAP_S, remaining / (len(RUNS) - i) - FINETUNE_OVERHEAD_S)
+        if cap < 10:
+            sys.exit(f"out of time budget before {init}/{head} ({remaining:.0f} s left)")
+        results[init, head] = finetune_run(pretrained_dir, init, head, out_root / f"finetune-{init}-{head}", cap)
+        r = results[init, head]
+        print(
+            f"finetune {init}/{head}: {r['steps']} steps, entity macro F1 {r['entity_macro_f1']:.4f} "
+            f"({r['wall_s']:.0f} s)",
+            flush=True,
+        )
+
+    print()
+    print("| encoder | head | steps | entity macro F1 | char macro F1 | entity micro F1 | wall s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (init, head), r in results.items():
+        print(
+            f"| {init} | {head} | {r['steps']} | {r['entity_macro_f1']:.4f} | {r['char_macro_f1']:.4f} | "
+            f"{r['entity_micro_f1']:.4f} | {r['wall_s']:.0f} |"
+        )
+    print(f"\ntotal wall time {time.monotonic() - started:.0f} s, load average now {os.getloadavg()[0]:.1f}")
+    print(f"entity_macro_f1_pretrained_crf: {results['pretrained', 'crf']['entity_macro_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

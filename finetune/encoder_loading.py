@@ -1,0 +1,129 @@
+"""Load a pretrained encoder (and find its tokenizer) from what pretraining leaves on disk.
+
+Three kinds of source, told apart by what the path holds:
+
+* **a pretraining run directory** (``run_dir:`` printed by ``run.py``): its
+  ``hf_export/`` when present -- exported from the *best* checkpoint, with the
+  tokenizer beside it -- else ``checkpoints/last.ckpt`` (a run stopped before its
+  export), whose tokenizer must then be named explicitly;
+* **a Lightning checkpoint** (``*.ckpt`` of ``run.py``; a DeepSpeed shard
+  directory is consolidated first): weights from its ``state_dict``; the tokenizer from ``<run dir>/hf_export`` next to it
+  (``<run dir>/checkpoints/x.ckpt``), or the explicit tokenizer directory;
+* **an HF-format directory** (``config.json`` + ``model.safetensors`` or
+  ``pytorch_model.bin``, as :func:`bert_lm.hf_interop.export_hf` writes it): the
+  tokenizer from the same directory, or the explicit one.
+
+An explicit ``tokenizer_dir`` always wins. The tokenizer must be one saved by
+:class:`bert_lm.tokenization.KoreanTokenizer` (``tokenizer.json`` +
+``bert_lm_tokenizer.json``) and its vocabulary must match the encoder's
+embedding matrix. Nothing is executed from a checkpoint: ``.ckpt`` and ``.bin``
+files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from bert_lm.hf_interop import import_hf
+from bert_lm.modeling import BertModel
+from bert_lm.pretraining_run import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
+from bert_lm.tokenization import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_EXPECTED = (
+    "expected a pretraining run directory (with hf_export/ or checkpoints/last.ckpt), a Lightning .ckpt "
+    "file written by run.py, or an HF BERT directory (config.json + model.safetensors or pytorch_model.bin)"
+)
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """Where the weights and the tokenizer of a source are; ``kind`` is
+    ``hf`` (an HF-format directory) or ``ckpt`` (a Lightning checkpoint)."""
+
+    kind: str
+    weights: Path  # the HF directory or the .ckpt file
+    tokenizer_dir: Path
+
+
+def _is_tokenizer_dir(directory: Path) -> bool:
+    return (directory / TOKENIZER_FILE).is_file() and (directory / SETTINGS_FILE).is_file()
+
+
+def _is_hf_dir(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and any((directory / name).is_file() for name in HF_WEIGHT_FILES)
+
+
+def _tokenizer_for(source: Path, candidates: list[Path], tokenizer_dir: str | os.PathLike | None) -> Path:
+    if tokenizer_dir is not None:
+        explicit = Path(tokenizer_dir).expanduser().resolve()
+        if not _is_tokenizer_dir(explicit):
+            raise FileNotFoundError(
+                f"tokenizer directory {explicit} lacks {TOKENIZER_FILE} or {SETTINGS_FILE}: expected a tokenizer "
+                "saved by KoreanTokenizer (a pretraining run's hf_export/ or cache/tokenizers/<name>)"
+            )
+        return explicit
+    for candidate in candidates:
+        if _is_tokenizer_dir(candidate):
+            return candidate
+    looked = ", ".join(str(c) for c in candidates) or "nowhere"
+    raise FileNotFoundError(
+        f"{source}: no tokenizer found (looked in {looked} for {TOKENIZER_FILE} + {SETTINGS_FILE}); "
+        "pass the tokenizer the encoder was pretrained with explicitly (tokenizer.dir=<dir>)"
+    )
+
+
+def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> EncoderSource:
+    """Decide what ``source`` is and where its weights and tokenizer are; raises
+    ``FileNotFoundError``/``ValueError`` naming the path and what was expected."""
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"pretrained={path} does not exist: {_EXPECTED}")
+    # A DeepSpeed checkpoint is a directory named *.ckpt (consolidated when loaded).
+    if path.is_file() or path.suffix == ".ckpt":
+        if path.suffix != ".ckpt":
+            raise ValueError(f"pretrained={path} is a file but not a .ckpt: {_EXPECTED}")
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        return EncoderSource("ckpt", path, _tokenizer_for(path, [run_dir / HF_EXPORT_DIR], tokenizer_dir))
+    if _is_hf_dir(path / HF_EXPORT_DIR):
+        export = path / HF_EXPORT_DIR
+        return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
+    last = path / CHECKPOINT_DIR / "last.ckpt"
+    if last.exists():
+        return EncoderSource("ckpt", last, _tokenizer_for(path, [path / HF_EXPORT_DIR], tokenizer_dir))
+    if _is_hf_dir(path):
+        return EncoderSource("hf", path, _tokenizer_for(path, [path], tokenizer_dir))
+    if (path / "config.json").is_file():
+        raise FileNotFoundError(f"pretrained={path} has config.json but no {' or '.join(HF_WEIGHT_FILES)}")
+    raise FileNotFoundError(
+        f"pretrained={path} holds none of hf_export/, {CHECKPOINT_DIR}/last.ckpt, config.json: {_EXPECTED}"
+    )
+
+
+def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> tuple[BertModel, Path]:
+    """``(encoder, tokenizer directory)`` for a run directory, a ``.ckpt`` or an HF
+    directory (see the module docstring for which files are used). The encoder is
+    the ``bert`` part of the pretrained model, in train mode, pooler included."""
+    resolved = resolve_source(source, tokenizer_dir)
+    tokenizer = KoreanTokenizer.load(resolved.tokenizer_dir)
+    vocab_size = tokenizer.vocab_size
+    tokenizer.close()
+    if resolved.kind == "hf":
+        model = import_hf(resolved.weights, expected_vocab_size=vocab_size)
+    else:
+        try:
+            model = load_pretraining_weights(resolved.weights)
+        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            raise ValueError(
+                f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
+                f"and hyper_parameters.model_config): {err}"
+            ) from None
+        if model.config.vocab_size != vocab_size:
+            raise ValueError(
+                f"{resolved.weights}: checkpoint vocab_size={model.config.vocab_size} but the tokenizer in "
+                f"{resolved.tokenizer_dir} has {vocab_size} tokens; pass the tokenizer it was pretrained with"
+            )
+    return model.bert, resolved.tokenizer_dir

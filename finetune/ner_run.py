@@ -1,0 +1,408 @@
+"""What ``run_finetune.py`` does, step by step, as functions that tests can call one by one.
+
+checks -> task files -> encoder + tokenizer -> DataModule -> NerModule -> Trainer ->
+fit -> final validation (best checkpoint) -> report, confusion matrix, predictions
+-> NER export (what ``python -m finetune.predict`` loads) -> MLflow artifacts.
+
+Where the encoder comes from (``pretrained=`` and ``finetune.init``):
+
+* ``pretrained=<run dir | .ckpt | HF dir>`` (see :mod:`finetune.encoder_loading`):
+  architecture, tokenizer and weights from there; with ``finetune.init=random`` the
+  weights are re-initialised (same architecture and tokenizer: the ablation that
+  measures what pretraining brought).
+* no ``pretrained`` (the default, so that ``python run_finetune.py`` works offline
+  on a fresh clone): a randomly initialised encoder of the ``model`` group's shape
+  (``small``), with the tokenizer ``tokenizer.dir`` names or, by default, one
+  trained with the ``tokenizer`` group's settings on the task's train sentences
+  (cached under ``cache/tokenizers``). It is the no-pretraining baseline, and the
+  run says so; ``finetune.init=pretrained`` without ``pretrained=`` is an error.
+
+Runs log to the same MLflow store as pretraining, experiment ``bert-lm-klue-ner``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from bert_lm.config_schema import explain_config_error
+from bert_lm.corpus_pipeline import ensure_tokenizer
+from bert_lm.hydra_setup import CONFIG_DIR, setup_hydra
+from bert_lm.modeling import BertConfig
+from bert_lm.prepare_corpus import TRAIN_FILE
+from bert_lm.pretraining_run import (
+    CHECKPOINT_DIR,
+    ConfigError,
+    build_logger,
+    build_trainer,
+    check_writable,
+    log_config_params,
+)
+from bert_lm.strategies import check_strategy_runnable
+from bert_lm.tokenization import KoreanTokenizer
+from finetune.download import download_klue_ner, find_local_files
+from finetune.encoder_loading import load_encoder, resolve_source
+from finetune.klue_ner import KLUE_NER_LABELS, NerSentence, format_klue_ner, read_klue_ner
+from finetune.metrics import plot_entity_confusion
+from finetune.ner_data import KlueNerDataModule, check_labels
+from finetune.ner_module import HEADS, NerEvaluation, NerModule
+from finetune.predict import NER_EXPORT_DIR, save_ner_export
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "finetune"
+# (train, eval) file names tried in task.data_dir when task.train_file/eval_file are unset.
+TASK_FILE_NAMES = (
+    ("klue-ner-sample-train.tsv", "klue-ner-sample-dev.tsv"),
+    ("klue-ner-v1.1_split-train.tsv", "klue-ner-v1.1_split-dev.tsv"),
+    ("klue-ner-v1.1_train.tsv", "klue-ner-v1.1_dev.tsv"),
+)
+INITS = ("auto", "pretrained", "random")
+REPORT_JSON, REPORT_TEXT = "ner_report.json", "ner_report.txt"
+CONFUSION_PNG, PREDICTIONS_TSV = "entity_confusion.png", "eval_predictions.tsv"
+
+
+# ------------------------------------------------------------------ config schemas
+@dataclass
+class TaskSchema:
+    name: str = "klue_ner"
+    data_dir: str = "???"
+    train_file: str | None = None
+    eval_file: str | None = None
+    download: bool = False
+    download_dir: str = "???"
+    labels: list = field(default_factory=lambda: list(KLUE_NER_LABELS))
+    max_len: int = 128
+    stride: int | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    group_by_length: bool = True
+
+
+@dataclass
+class FinetuneSchema:
+    init: str = "auto"  # auto | pretrained | random
+    head: str = "crf"  # crf | softmax
+    constrained_transitions: bool = True
+    classifier_dropout: float | None = None
+    encoder_lr: float = 1e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-8
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "linear"
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.1
+
+
+_FINETUNE_SCHEMAS = {"TaskSchema": TaskSchema, "FinetuneSchema": FinetuneSchema}
+
+
+def setup_finetune_hydra() -> None:
+    """:func:`bert_lm.hydra_setup.setup_hydra` plus the task and finetune group schemas."""
+    setup_hydra()
+    store = ConfigStore.instance()
+    store.store(group="task", name="task_schema", node=TaskSchema)
+    store.store(group="finetune", name="finetune_schema", node=FinetuneSchema)
+
+
+def _explain(message: str) -> str | None:
+    explained = explain_config_error(message)
+    if explained:
+        return explained
+    # The same message for the two groups bert_lm.config_schema does not know.
+    bad = re.search(r"Key '([^']+)' (?:not in|is not in struct)", message)
+    schema = re.search(r"not in '(\w+)'", message)
+    full_key = re.search(r"full_key: (\S+)", message)
+    if not bad:
+        return None
+    location = full_key.group(1) if full_key else bad.group(1)
+    group = location.split(".")[0]
+    target = _FINETUNE_SCHEMAS.get(schema.group(1)) if schema else None
+    target = target or {"task": TaskSchema, "finetune": FinetuneSchema}.get(group)
+    if target is None:
+        return None
+    valid = [f.name for f in fields(target)]
+    close = difflib.get_close_matches(bad.group(1), valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{location}'.{hint} Valid keys here: {', '.join(valid)}."
+
+
+def check_finetune_overrides(overrides: list[str]) -> None:
+    """Exit with a clear message, naming the valid keys, if the overrides do not compose."""
+    setup_finetune_hydra()
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # Hydra reports syntax errors itself
+    plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name=CONFIG_NAME, overrides=plain)
+    except Exception as err:  # composition errors come in several Hydra/OmegaConf types
+        explained = _explain(f"{err}\n{err.__cause__ or ''}")
+        if explained:
+            print(f"config error: {explained}", file=sys.stderr)
+            sys.exit(2)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+# --------------------------------------------------------------------------- checks
+def resolve_init(cfg: DictConfig) -> str:
+    """``pretrained`` or ``random``, from ``finetune.init`` and ``pretrained``."""
+    init = cfg.finetune.init
+    if init not in INITS:
+        raise ConfigError(f"finetune.init={init!r}: use one of {INITS}")
+    if init == "pretrained" and not cfg.pretrained:
+        raise ConfigError(
+            "finetune.init=pretrained needs pretrained=<run dir | .ckpt | HF dir>: pass the run_dir: that "
+            "run.py printed, or finetune.init=random for the no-pretraining baseline"
+        )
+    if init == "auto":
+        return "pretrained" if cfg.pretrained else "random"
+    return init
+
+
+def check_finetune_config(cfg: DictConfig) -> None:
+    """Fail fast, naming the key, on settings that would only fail later."""
+    resolve_init(cfg)
+    check_strategy_runnable(cfg.strategy)
+    if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
+        raise ConfigError(
+            f"strategy={cfg.strategy.name}, trainer.devices={cfg.trainer.devices}: finetuning evaluates in one "
+            "process; use strategy=auto trainer.devices=1 (a BERT of these sizes finetunes on one device)"
+        )
+    if cfg.finetune.head not in HEADS:
+        raise ConfigError(f"finetune.head={cfg.finetune.head!r}: use one of {HEADS}")
+    try:
+        check_labels(list(cfg.task.labels))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.task.max_len < 8:
+        raise ConfigError(f"task.max_len={cfg.task.max_len}: must be at least 8")
+    if cfg.task.stride is not None and not 1 <= cfg.task.stride <= cfg.task.max_len - 2:
+        raise ConfigError(f"task.stride={cfg.task.stride}: must be in [1, task.max_len - 2 = {cfg.task.max_len - 2}]")
+    if not cfg.pretrained and cfg.task.max_len > cfg.model.max_position_embeddings:
+        raise ConfigError(
+            f"task.max_len={cfg.task.max_len} is above model.max_position_embeddings="
+            f"{cfg.model.max_position_embeddings}"
+        )
+    if cfg.pretrained:
+        try:
+            resolve_source(cfg.pretrained, cfg.tokenizer.dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- steps
+def resolve_task_files(task_cfg: DictConfig) -> dict[str, Path]:
+    """``{"train": path, "eval": path}``: downloaded (``task.download``), named
+    (``task.train_file``/``eval_file``) or found in ``task.data_dir``."""
+    if task_cfg.download:
+        paths = download_klue_ner(task_cfg.download_dir, ("train", "dev"))
+        return {"train": paths["train"], "eval": paths["dev"]}
+    if task_cfg.train_file or task_cfg.eval_file:
+        if not (task_cfg.train_file and task_cfg.eval_file):
+            raise ConfigError("set both task.train_file and task.eval_file (or neither, to use the known names)")
+        return find_local_files(task_cfg.data_dir, {"train": task_cfg.train_file, "eval": task_cfg.eval_file})
+    data_dir = Path(task_cfg.data_dir).expanduser()
+    for train_name, eval_name in TASK_FILE_NAMES:
+        if (data_dir / train_name).is_file() and (data_dir / eval_name).is_file():
+            return {"train": data_dir / train_name, "eval": data_dir / eval_name}
+    known = "; ".join(f"{t} + {e}" for t, e in TASK_FILE_NAMES)
+    raise FileNotFoundError(
+        f"task.data_dir={data_dir} holds none of the KLUE NER file pairs ({known}); name yours with "
+        "task.train_file=... task.eval_file=..., or pass task.download=true to fetch the official files"
+    )
+
+
+def ensure_task_tokenizer(cfg: DictConfig, train_file: Path) -> Path:
+    """``tokenizer.dir``, or a tokenizer trained with the ``tokenizer`` group's settings
+    on the task's train sentences (cached by content hash, like pretraining's)."""
+    digest = hashlib.sha256(train_file.read_bytes()).hexdigest()[:16]
+    text_dir = Path(cfg.paths.cache_dir) / "task_text" / f"{cfg.task.name}-train-{digest}"
+    if not (text_dir / TRAIN_FILE).is_file():
+        text_dir.mkdir(parents=True, exist_ok=True)
+        sentences = read_klue_ner(train_file, list(cfg.task.labels))
+        tmp = text_dir / (TRAIN_FILE + ".tmp")
+        tmp.write_text("".join(s.text + "\n" for s in sentences if s.text.strip()), encoding="utf-8")
+        tmp.rename(text_dir / TRAIN_FILE)
+    return ensure_tokenizer(cfg.tokenizer, text_dir, cfg.paths.cache_dir, show_progress=False)
+
+
+@dataclass
+class EncoderChoice:
+    """The encoder a run starts from: its config, the weights to copy (None: keep the
+    random init), its tokenizer and a one-line description for logs and MLflow."""
+
+    config: dict
+    weights: object | None  # bert_lm.modeling.BertModel
+    tokenizer_dir: Path
+    description: str
+
+
+def build_encoder(cfg: DictConfig, init: str, train_file: Path) -> EncoderChoice:
+    if cfg.pretrained:
+        encoder, tokenizer_dir = load_encoder(cfg.pretrained, cfg.tokenizer.dir)
+        source = resolve_source(cfg.pretrained, cfg.tokenizer.dir)
+        weights = encoder if init == "pretrained" else None
+        what = "pretrained weights" if weights is not None else "random weights (finetune.init=random)"
+        description = f"{what}, architecture and tokenizer from {source.weights}"
+        return EncoderChoice(vars(encoder.config).copy(), weights, tokenizer_dir, description)
+    tokenizer_dir = ensure_task_tokenizer(cfg, train_file)
+    tokenizer = KoreanTokenizer.load(tokenizer_dir)
+    config = {
+        **OmegaConf.to_container(cfg.model, resolve=True),
+        "vocab_size": tokenizer.vocab_size,
+        "pad_token_id": tokenizer.pad_id,
+    }
+    tokenizer.close()
+    BertConfig(**config)  # validates
+    description = (
+        f"random weights, model group shape (no pretrained= given: the no-pretraining baseline), "
+        f"tokenizer {tokenizer_dir}"
+    )
+    return EncoderChoice(config, None, tokenizer_dir, description)
+
+
+def build_datamodule(cfg: DictConfig, files: dict[str, Path], tokenizer_dir: Path) -> KlueNerDataModule:
+    return KlueNerDataModule(
+        train_file=files["train"],
+        eval_file=files["eval"],
+        tokenizer_dir=tokenizer_dir,
+        labels=list(cfg.task.labels),
+        max_len=cfg.task.max_len,
+        stride=cfg.task.stride,
+        batch_size=cfg.task.batch_size,
+        eval_batch_size=cfg.task.eval_batch_size,
+        num_workers=cfg.impl.num_workers,
+        pin_memory=cfg.impl.pin_memory,
+        pad_to_multiple_of=cfg.impl.pad_to_multiple_of,
+        group_by_length=cfg.task.group_by_length,
+        seed=cfg.seed,
+    )
+
+
+def build_module(cfg: DictConfig, encoder: EncoderChoice) -> NerModule:
+    settings = OmegaConf.to_container(cfg.finetune, resolve=True)
+    settings.pop("init")
+    module = NerModule(encoder_config=encoder.config, labels=list(cfg.task.labels), **settings)
+    if encoder.weights is not None:
+        module.tagger.load_encoder_weights(encoder.weights)
+    return module
+
+
+# -------------------------------------------------------------------------- report
+def format_entity_report(report: dict[str, dict[str, float]]) -> str:
+    """seqeval's per-type dict as an aligned text table (types, then the averages)."""
+    averages = [name for name in report if " avg" in name]
+    types = sorted(name for name in report if name not in averages)
+    lines = [f"{'type':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name in [*types, *averages]:
+        row = report[name]
+        lines.append(
+            f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1-score']:>10.4f}"
+            f"{int(row['support']):>10d}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(evaluation: NerEvaluation, run_dir: Path, trained_steps: int) -> list[Path]:
+    """Per-type table (JSON + text), entity confusion PNG and the predicted tags in
+    KLUE TSV format (for error analysis) in ``run_dir``; returns the paths."""
+    metrics = evaluation.metrics
+    scores = {k: metrics[k] for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
+    table = format_entity_report(metrics["report"])
+    summary = "\n".join(f"{k}: {v:.4f}" for k, v in scores.items())
+    text = f"{table}\n\n{summary}\nsentences: {len(evaluation.texts)} (skipped {evaluation.skipped})\n"
+    (run_dir / REPORT_TEXT).write_text(text, encoding="utf-8")
+    report = {
+        **scores,
+        "sentences": len(evaluation.texts),
+        "skipped": evaluation.skipped,
+        "trained_steps": trained_steps,
+        "per_type": metrics["report"],
+        "confusion": metrics["confusion"].as_dict(),
+    }
+    (run_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    png = plot_entity_confusion(metrics["confusion"], run_dir / CONFUSION_PNG)
+    predicted = [
+        NerSentence(i, t, p) for i, t, p in zip(evaluation.ids, evaluation.texts, evaluation.pred, strict=True)
+    ]
+    (run_dir / PREDICTIONS_TSV).write_text(format_klue_ner(predicted), encoding="utf-8")
+    return [run_dir / REPORT_JSON, run_dir / REPORT_TEXT, png, run_dir / PREDICTIONS_TSV]
+
+
+def log_artifacts(logger, cfg: DictConfig, run_dir: Path, report_files: list[Path], export_dir: Path) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    resolved = run_dir / "resolved_config.yaml"
+    OmegaConf.save(cfg, resolved, resolve=True)
+    for path in [resolved, *report_files]:
+        client.log_artifact(run_id, str(path))
+    client.log_artifacts(run_id, str(export_dir), NER_EXPORT_DIR)
+
+
+# ------------------------------------------------------------------------- the job
+def finetune(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, float]]:
+    """The whole job; returns (run directory, evaluation scores)."""
+    check_finetune_config(cfg)
+    init = resolve_init(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    check_writable(run_dir, "paths.output_dir")
+    check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+    if cfg.pretrained and any(o.startswith(("model=", "model.")) for o in overrides):
+        log.warning("pretrained= is set: the encoder's architecture comes from it, the model group is unused")
+    torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    files = resolve_task_files(cfg.task)
+    print(f"task: train {files['train']}, eval {files['eval']}")
+    encoder = build_encoder(cfg, init, files["train"])
+    print(f"encoder: {encoder.description}")
+    if cfg.task.max_len > encoder.config["max_position_embeddings"]:
+        raise ConfigError(
+            f"task.max_len={cfg.task.max_len} is above the encoder's max_position_embeddings="
+            f"{encoder.config['max_position_embeddings']}: lower task.max_len"
+        )
+    datamodule = build_datamodule(cfg, files, encoder.tokenizer_dir)
+    module = build_module(cfg, encoder)
+
+    cfg.finetune.init = init  # the resolved choice is what the params record
+    logger = build_logger(cfg, run_dir, overrides)
+    log_config_params(logger, cfg)
+    logger.experiment.set_tag(logger.run_id, "encoder", encoder.description[:5000])
+    trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)
+    trainer.fit(module, datamodule=datamodule)
+    trained_steps = trainer.global_step
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # Score (and export) the best checkpoint's weights; the current ones without a checkpoint.
+    trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    evaluation = module.last_evaluation
+    if evaluation is None:
+        raise RuntimeError("the final validation scored nothing: check trainer.limit_val_batches")
+
+    print(format_entity_report(evaluation.metrics["report"]))
+    report_files = write_report(evaluation, run_dir, trained_steps)
+    export_dir = save_ner_export(
+        module.tagger, encoder.tokenizer_dir, run_dir / NER_EXPORT_DIR, max_len=cfg.task.max_len, stride=cfg.task.stride
+    )
+    if trainer.is_global_zero:
+        log_artifacts(logger, cfg, run_dir, report_files, export_dir)
+    scores = {k: float(evaluation.metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
+    return run_dir, scores

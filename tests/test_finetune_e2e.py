@@ -1,0 +1,204 @@
+"""run_finetune.py end to end on the bundled sample with a tiny encoder, then predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from bert_lm.hf_interop import export_hf
+from bert_lm.hydra_setup import CONFIG_DIR
+from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.pretraining_run import ConfigError
+from finetune import predict
+from finetune.ner_run import check_finetune_config, check_finetune_overrides, finetune, setup_finetune_hydra
+from tests.conftest import REPO_ROOT
+
+EXPERIMENT = "bert-lm-klue-ner"
+
+
+def compose_config(overrides):
+    setup_finetune_hydra()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="finetune", overrides=overrides)
+
+
+def tiny_overrides(tmp_path, *extra):
+    return [
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "task.batch_size=32",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"logger.artifact_location={tmp_path / 'artifacts'}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory, mecab_tokenizer):
+    """A pretraining run directory as run.py leaves it (hf_export/ with the tokenizer)."""
+    run_dir = tmp_path_factory.mktemp("pretrain")
+    tokenizer_dir = mecab_tokenizer.save(run_dir / "tokenizer")
+    torch.manual_seed(0)
+    model = BertForPreTraining(
+        BertConfig(
+            vocab_size=mecab_tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
+    export_hf(model, run_dir / "hf_export", tokenizer_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, pretrained_run):
+    tmp_path = tmp_path_factory.mktemp("finetune")
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "run_finetune.py",
+        *tiny_overrides(tmp_path, f"pretrained={pretrained_run}", f"hydra.run.dir={run_dir}"),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path, run_dir, result.stdout
+
+
+def test_cli_prints_scores_and_run_dir_last(cli_run):
+    _, run_dir, stdout = cli_run
+    entity_line, char_line, run_dir_line = stdout.strip().splitlines()[-3:]
+    assert run_dir_line == f"run_dir: {run_dir}"
+    name, value = entity_line.split(": ")
+    assert name == "entity_macro_f1" and 0.0 <= float(value) <= 1.0
+    name, value = char_line.split(": ")
+    assert name == "char_macro_f1" and 0.0 < float(value) <= 1.0
+    assert "micro avg" in stdout and "PS" in stdout, "the per-type table is printed"
+
+
+def test_run_dir_holds_report_confusion_predictions_and_export(cli_run):
+    _, run_dir, stdout = cli_run
+    report = json.loads((run_dir / "ner_report.json").read_text())
+    assert report["sentences"] == 40 and report["skipped"] == 0
+    assert {"DT", "LC", "OG", "PS", "QT", "TI", "macro avg"} <= set(report["per_type"])
+    assert f"char_macro_f1: {report['char_macro_f1']:.4f}" in stdout
+    assert (run_dir / "entity_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "eval_predictions.tsv").read_text().count("\n## klue-ner-sample_dev_") == 40
+    export = torch.load(run_dir / "ner_export" / "ner_model.pt", map_location="cpu", weights_only=True)
+    assert export["head"] == "crf" and export["labels"][-1] == "O"
+    assert not (run_dir / "ner_export" / "model.safetensors").exists(), "only tokenizer files are copied"
+
+
+def test_mlflow_has_the_run_with_metrics_and_artifacts(cli_run, pretrained_run):
+    tmp_path, run_dir, _ = cli_run
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id])
+    for metric in (
+        "val/entity_macro_f1",
+        "val/char_macro_f1",
+        "val/entity_micro_f1",
+        "val/loss",
+        "train/loss_step",
+        "lr-AdamW/encoder",
+        "lr-AdamW/head",
+    ):
+        assert metric in run.data.metrics, metric
+    assert run.data.params["finetune/head"] == "crf"
+    assert run.data.params["finetune/init"] == "pretrained"
+    assert run.data.params["pretrained"] == str(pretrained_run)
+    assert "pretrained weights" in run.data.tags["encoder"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {
+        "ner_report.json",
+        "ner_report.txt",
+        "entity_confusion.png",
+        "eval_predictions.tsv",
+        "resolved_config.yaml",
+        "ner_export",
+    } <= artifacts
+
+
+def test_predict_prints_entities_with_spans(cli_run, tmp_path, capsys):
+    _, run_dir, _ = cli_run
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text(
+        "서울시교육청은 다음 달 1일부터 돌봄교실을 운영한다.\n\n김민준 씨는 부산에 산다.\n", encoding="utf-8"
+    )
+    assert predict.main([str(run_dir), "이순신은 조선 중기의 무신이다.", "--file", str(sentences)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.startswith("## ")]
+    assert len(headers) == 3
+    for line in lines:
+        if not line.startswith("## "):
+            surface, entity_type, start, end = line.split("\t")
+            assert entity_type in {"DT", "LC", "OG", "PS", "QT", "TI"} and int(start) < int(end)
+
+    # Entities come back as spans of the input, and a sentence longer than the model
+    # length is read in windows: every character gets a tag.
+    predictor = predict.load_ner_export(run_dir)
+    text = " ".join(["서울시교육청은 다음 달 1일부터 돌봄교실을 운영한다."] * 20)
+    (tags,) = predictor.char_tags([text])
+    assert len(tags) == len(text)
+    for entity in predictor.entities([text])[0]:
+        assert text[entity.start : entity.end] == entity.text
+
+
+def test_predict_reports_a_wrong_directory(tmp_path, capsys):
+    assert predict.main([str(tmp_path), "문장"]) == 1
+    assert "no ner_export/ner_model.pt" in capsys.readouterr().err
+
+
+def test_default_without_pretrained_is_a_random_encoder_with_a_task_tokenizer(tmp_path):
+    """What `python run_finetune.py` does on a fresh clone, shrunk: softmax head for coverage."""
+    overrides = tiny_overrides(
+        tmp_path, "model=tiny", "finetune.head=softmax", "trainer.max_epochs=1", f"paths.output_dir={tmp_path / 'run'}"
+    )
+    run_dir, scores = finetune(compose_config(overrides), overrides)
+    assert set(scores) == {"entity_macro_f1", "entity_micro_f1", "char_macro_f1"}
+    assert list((tmp_path / "cache" / "tokenizers").iterdir()), "tokenizer trained on the task's train text"
+    predictor = predict.load_ner_export(run_dir)
+    assert predictor.tagger.head == "softmax" and predictor.tagger.config.hidden_size == 64
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert run.data.params["finetune/init"] == "random"
+    assert "no-pretraining baseline" in run.data.tags["encoder"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["finetune.init=pretrained"], "finetune.init=pretrained needs pretrained="),
+        (["finetune.head=lstm"], "finetune.head='lstm'"),
+        (["task.max_len=256"], "task.max_len=256 is above model.max_position_embeddings=128"),
+        (["task.stride=200"], "task.stride=200"),
+        (["pretrained=/nonexistent/run"], "does not exist: expected a pretraining run directory"),
+        (["trainer.devices=2"], "finetuning evaluates in one process"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(overrides, message):
+    cfg = compose_config([*overrides, "paths.output_dir=/tmp/unused"])
+    with pytest.raises(ConfigError, match=message):
+        check_finetune_config(cfg)
+
+
+def test_unknown_key_names_valid_keys(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_finetune_overrides(["finetune.lr=1e-3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'finetune.lr'" in err and "encoder_lr" in err and "head_lr" in err
+    with pytest.raises(SystemExit):
+        check_finetune_overrides(["task.maxlen=64"])
+    assert "Did you mean 'max_len'?" in capsys.readouterr().err
