@@ -15,14 +15,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 
 @dataclass
 class CleaningSchema:
-    normalization: Optional[str] = "NFKC"
+    normalization: str | None = "NFKC"
     strip_control: bool = True
     collapse_whitespace: bool = True
     squeeze_repeats: bool = False
@@ -64,14 +64,14 @@ class TokenizerSchema:
     min_frequency: int = 2
     limit_alphabet: int = 6_000
     # A saved tokenizer directory to use instead of training one.
-    dir: Optional[str] = None
+    dir: str | None = None
 
 
 @dataclass
 class ModelSchema:
     """Fields of :class:`bert_lm.modeling.BertConfig` (HF names)."""
 
-    vocab_size: Optional[int] = None  # from the tokenizer at run time
+    vocab_size: int | None = None  # from the tokenizer at run time
     hidden_size: int = 256
     num_hidden_layers: int = 2
     num_attention_heads: int = 8
@@ -95,7 +95,7 @@ class TrainSchema:
     adam_eps: float = 1e-6
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     scheduler: str = "linear"
-    warmup_steps: Optional[int] = None
+    warmup_steps: int | None = None
     warmup_ratio: float = 0.06
 
 
@@ -105,7 +105,7 @@ class ImplSchema:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = True
-    pad_to_multiple_of: Optional[int] = None
+    pad_to_multiple_of: int | None = None
     matmul_precision: str = "high"
 
 

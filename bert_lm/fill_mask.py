@@ -59,12 +59,12 @@ def fill_mask(model: BertForPreTraining, tokenizer: KoreanTokenizer, text: str, 
     mlm_logits, _ = model.full_mlm_logits(input_ids, torch.zeros_like(input_ids), torch.ones_like(input_ids))
     probabilities = mlm_logits[0].float().softmax(dim=-1)  # (T, V)
     results = []
-    for position, (token_id, (start, end)) in enumerate(zip(encoding.ids, encoding.offsets), start=1):
+    for position, (token_id, (start, end)) in enumerate(zip(encoding.ids, encoding.offsets, strict=True), start=1):
         if token_id != tokenizer.mask_id:
             continue
         scores, ids = probabilities[position].topk(top_k)
         candidates = []
-        for score, candidate_id in zip(scores.tolist(), ids.tolist()):
+        for score, candidate_id in zip(scores.tolist(), ids.tolist(), strict=True):
             piece = tokenizer.id_to_token(candidate_id)
             candidates.append(Candidate(piece, score, text[:start] + piece.removeprefix("##") + text[end:]))
         results.append(candidates)

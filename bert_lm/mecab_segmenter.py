@@ -79,14 +79,18 @@ _SEGMENTED_CACHE: dict[str, str] = {}
 _CACHE_MAX_WORDS = 500_000
 
 
+def _analyse_word(parse, word: str) -> tuple[str, ...]:
+    # Mecab stops reading at NUL; a NUL inside a word is kept inside its morpheme.
+    parsed = parse(word.replace("\x00", " ")).split()
+    return tuple(parsed) if "".join(parsed) == word else (word,)
+
+
 def split_word(word: str) -> tuple[str, ...]:
     """Morpheme surfaces of one word; their concatenation is always ``word``."""
     cached = _MORPHEME_CACHE.get(word)
     if cached is not None:
         return cached
-    # Mecab stops reading at NUL; a NUL inside a word is kept inside its morpheme.
-    parsed = _get_tagger().parse(word.replace("\x00", " ")).split()
-    morphemes = tuple(parsed) if "".join(parsed) == word else (word,)
+    morphemes = _analyse_word(_get_tagger().parse, word)
     if len(_MORPHEME_CACHE) >= _CACHE_MAX_WORDS:
         _MORPHEME_CACHE.clear()
     _MORPHEME_CACHE[word] = morphemes
@@ -180,13 +184,21 @@ def segment_words(words: list[str]) -> list[str]:
     """Segmented form of each word: the unit of work sent to pool workers.
 
     Work is shared out by distinct word rather than by line, so no two workers
-    ever run Mecab on the same word.
+    ever run Mecab on the same word. The caller keeps the results (the
+    tokenizer's word -> ids memo), so nothing is cached here: these are words
+    the caller has not seen, and caching them would only cost time and memory.
     """
-    return [_segment_word(word) for word in words]
+    parse = _get_tagger().parse
+    prefix = CONTINUATION_PREFIX
+    segmented = []
+    for word in words:
+        first, *rest = _analyse_word(parse, word)
+        segmented.append(" ".join([first, *(prefix + m for m in rest)]) if rest else first)
+    return segmented
 
 
 def remember(words: list[str], segmented: list[str]) -> None:
     """Store segmentations computed elsewhere (by pool workers) in this process."""
     if len(_SEGMENTED_CACHE) + len(words) > _CACHE_MAX_WORDS:
         _SEGMENTED_CACHE.clear()
-    _SEGMENTED_CACHE.update(zip(words, segmented))
+    _SEGMENTED_CACHE.update(zip(words, segmented, strict=True))

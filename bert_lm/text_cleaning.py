@@ -78,7 +78,7 @@ class TextCleaner:
         self.config = config
         self.counts: Counter[str] = Counter()
         # (.)\1{n,} matches a run of more than n copies of one character.
-        self._repeat_re = re.compile(r"(.)\1{%d,}" % config.max_repeat)
+        self._repeat_re = re.compile(rf"(.)\1{{{config.max_repeat},}}")
 
     def _apply(self, step: str, text: str, new_text: str) -> str:
         if new_text != text:

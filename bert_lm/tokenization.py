@@ -26,6 +26,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 
 from bert_lm import mecab_segmenter
+from bert_lm.word_ids_memo import WordIdsMemo, word_ids_flat
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOD]")
 TOKENIZER_FILE = "tokenizer.json"
@@ -41,8 +43,6 @@ SETTINGS_FILE = "bert_lm_tokenizer.json"
 _SEGMENT_CHUNK_LINES = 4_000
 # Below this many new words, Mecab in this process beats shipping them to the pool.
 _POOL_MIN_WORDS = 2_000
-# Words per pre-tokenized sequence when new words are encoded together.
-_WORDS_PER_SEQUENCE = 2_048
 # Word -> ids memo bound (about 100 bytes an entry).
 _WORD_MEMO_MAX = 1_000_000
 
@@ -91,7 +91,7 @@ class KoreanTokenizer:
         )
         self.special_ids = [vocab[t] for t in SPECIAL_TOKENS]
         self._pool = None
-        self._word_ids: dict[str, tuple[int, ...]] = {}
+        self._memo = WordIdsMemo(_WORD_MEMO_MAX)
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -221,9 +221,9 @@ class KoreanTokenizer:
             [[m.piece for m in ms] for ms in morphemes], is_pretokenized=True, add_special_tokens=False
         )
         results = []
-        for ms, enc in zip(morphemes, encodings):
+        for ms, enc in zip(morphemes, encodings, strict=True):
             offsets = []
-            for word_id, (start, end) in zip(enc.word_ids, enc.offsets):
+            for word_id, (start, end) in zip(enc.word_ids, enc.offsets, strict=True):
                 morpheme = ms[word_id]
                 # Offsets are relative to the piece; its "##" has no place in the text.
                 skip = len(morpheme.piece) - (morpheme.end - morpheme.start)
@@ -235,76 +235,65 @@ class KoreanTokenizer:
         """Ids only, for corpus tokenization.
 
         Plain WordPiece: the Rust tokenizer, in parallel. Mecab-aware: through a
-        per-process memo of word -> token ids. WhitespaceSplit makes WordPiece
-        treat every word on its own and Mecab cuts every word on its own (see
-        :mod:`bert_lm.mecab_segmenter`), so a word always has the same ids and a
-        line's ids are its words' ids in order. Only distinct words not seen yet
-        are analysed: Mecab over the worker pool (~8 µs a word), then one Rust
-        WordPiece call for all of them. A corpus repeats its words (Zipf), so
-        most words cost one dictionary lookup.
+        per-process memo of word -> token ids (:mod:`bert_lm.word_ids_memo`).
+        Only distinct words not seen yet are analysed: Mecab over the worker
+        pool (~6-8 µs a word), each worker also running WordPiece on its words;
+        every line is then gathered from the memo with numpy.
         """
         if not self.mecab:
             return self._ids(texts)
-        plain_lines = [i for i, t in enumerate(texts) if not _has_special_token(t)]
-        self._learn_words(mecab_segmenter.unknown_words_for(self._word_ids, [texts[i] for i in plain_lines]))
-        word_ids = self._word_ids
-        ids: list[list[int]] = [[] for _ in texts]
-        for i in plain_lines:
-            line_ids = ids[i]
-            for word in texts[i].split():
-                line_ids.extend(word_ids[word])
         special_lines = [i for i, t in enumerate(texts) if _has_special_token(t)]
+        plain_texts = texts if not special_lines else [t for t in texts if not _has_special_token(t)]
+        words_per_line = [t.split() for t in plain_texts]
+        rows = self._memo_rows(words_per_line)
+        flat, word_lengths = self._memo.gather(rows)
+        words_in_line = np.fromiter(map(len, words_per_line), np.int64, len(words_per_line))
+        token_ends = np.concatenate(([0], np.cumsum(word_lengths)))
+        line_bounds = token_ends[np.concatenate(([0], np.cumsum(words_in_line)))].tolist()
+        flat_ids = flat.tolist()
+        ids = [flat_ids[a:b] for a, b in zip(line_bounds[:-1], line_bounds[1:], strict=True)]
         if special_lines:
             segmented = mecab_segmenter.segment_many([texts[i] for i in special_lines], SPECIAL_TOKENS)
-            for i, line_ids in zip(special_lines, self._ids(segmented)):
-                ids[i] = line_ids
+            plain_ids = iter(ids)
+            special_ids = dict(zip(special_lines, self._ids(segmented), strict=True))
+            ids = [special_ids[i] if i in special_ids else next(plain_ids) for i in range(len(texts))]
         return ids
 
+    def _memo_rows(self, words_per_line: list[list[str]]) -> np.ndarray:
+        """Memo rows of every word of every line, learning the words not seen yet."""
+        distinct = set(chain.from_iterable(words_per_line))
+        new = distinct.difference(self._memo.index)
+        if len(self._memo) + len(new) > self._memo.max_words:
+            self._memo.clear()  # bounded memory on any corpus; this batch's words are all re-learnt
+            new = distinct
+        self._learn_words(list(new))
+        total = sum(map(len, words_per_line))
+        return np.fromiter(map(self._memo.index.__getitem__, chain.from_iterable(words_per_line)), np.int64, total)
+
     def _learn_words(self, words: list[str]) -> None:
-        """Add ``words`` to the word -> ids memo (Mecab in the pool when it pays)."""
+        """Add ``words`` to the memo: Mecab and WordPiece in the pool when it pays."""
         if not words:
             return
         if self.num_workers > 1 and len(words) >= _POOL_MIN_WORDS:
             size = -(-len(words) // (4 * self.num_workers))
-            chunks = [words[i : i + size] for i in range(0, len(words), size)]
-            segmented = [s for part in self._worker_pool().map(mecab_segmenter.segment_words, chunks) for s in part]
+            parts = self._worker_pool().map(_word_ids_in_worker, [words[i : i + size] for i in range(0, len(words), size)])
+            flat, lengths = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         else:
-            segmented = mecab_segmenter.segment_words(words)
-        if len(self._word_ids) + len(words) > _WORD_MEMO_MAX:
-            self._word_ids.clear()  # bounded memory on any corpus; costs a few cold words
-        self._word_ids.update(zip(words, self._ids_per_word(segmented)))
-
-    def _ids_per_word(self, segmented_words: list[str]) -> list[tuple[int, ...]]:
-        """Token ids of each segmented word ("국가 ##의").
-
-        One Rust call per word would cost ~10 µs of call overhead each: the
-        morpheme pieces of thousands of words go in as one pre-tokenized
-        sequence instead, and ``word_ids`` says which piece each token came from.
-        """
-        groups = [segmented_words[i : i + _WORDS_PER_SEQUENCE] for i in range(0, len(segmented_words), _WORDS_PER_SEQUENCE)]
-        pieces_of = [[word.split(" ") for word in group] for group in groups]
-        encodings = self.hf_tokenizer.encode_batch(
-            [[piece for pieces in group for piece in pieces] for group in pieces_of],
-            is_pretokenized=True, add_special_tokens=False,
-        )
-        result: list[tuple[int, ...]] = []
-        for group, encoding in zip(pieces_of, encodings):
-            owner = [w for w, pieces in enumerate(group) for _ in pieces]  # piece index -> word index
-            per_word: list[list[int]] = [[] for _ in group]
-            for token_id, piece_index in zip(encoding.ids, encoding.word_ids):
-                per_word[owner[piece_index]].append(token_id)
-            result.extend(map(tuple, per_word))
-        return result
+            flat, lengths = word_ids_flat(self.hf_tokenizer, SPECIAL_TOKENS[0], self.pad_id, words)
+        self._memo.add(words, flat, lengths)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # encode_batch_fast skips offset tracking: ids are all corpus tokenization needs.
         return [e.ids for e in self.hf_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _worker_pool(self):
-        # One pool for the tokenizer's lifetime: workers keep their word caches
-        # warm across calls. Children build their own Tagger (never pickled).
+        # One pool for the tokenizer's lifetime. Children build their own Tagger
+        # (never pickled); the WordPiece part travels as its JSON, which works
+        # under fork, spawn and forkserver alike.
         if self._pool is None:
-            self._pool = multiprocessing.get_context().Pool(self.num_workers)
+            self._pool = multiprocessing.get_context().Pool(
+                self.num_workers, initializer=_init_word_ids_worker, initargs=(self.hf_tokenizer.to_str(), self.pad_id)
+            )
         return self._pool
 
     def close(self) -> None:
@@ -315,7 +304,7 @@ class KoreanTokenizer:
 
     def __getstate__(self):
         # A pool cannot cross a process boundary; a copy starts its own when needed.
-        return {**self.__dict__, "_pool": None, "_word_ids": {}}
+        return {**self.__dict__, "_pool": None, "_memo": WordIdsMemo(_WORD_MEMO_MAX)}
 
     # ---------------------------------------------------------------- decode
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
@@ -336,6 +325,23 @@ class KoreanTokenizer:
             else:
                 out.append(token)
         return " ".join(out)
+
+
+# A pool worker's WordPiece tokenizer and separator id, set by its initializer.
+_worker_wordpiece: tuple[Tokenizer, int] | None = None
+
+
+def _init_word_ids_worker(tokenizer_json: str, pad_id: int) -> None:
+    global _worker_wordpiece
+    # The pool is the parallelism: one Rust thread per worker, and no warning
+    # from tokenizers about a fork after its thread pool was used.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _worker_wordpiece = (Tokenizer.from_str(tokenizer_json), pad_id)
+
+
+def _word_ids_in_worker(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    hf_tokenizer, pad_id = _worker_wordpiece
+    return word_ids_flat(hf_tokenizer, SPECIAL_TOKENS[0], pad_id, words)
 
 
 def _segment_parallel(

@@ -39,7 +39,7 @@ def test_offsets_slice_back_to_the_original_text(kind, text, request):
     tokenizer = request.getfixturevalue(kind)
     encoding = tokenizer.encode(text)
     assert len(encoding.ids) == len(encoding.offsets)
-    for token, (start, end) in zip(encoding.tokens, encoding.offsets):
+    for token, (start, end) in zip(encoding.tokens, encoding.offsets, strict=True):
         piece = text[start:end]
         assert piece and not piece.isspace()
         if token != "[UNK]":
@@ -93,27 +93,18 @@ def test_batch_encoding_matches_single(mecab_tokenizer, sample_lines):
     assert ids == [mecab_tokenizer.encode(line).ids for line in lines]
 
 
-def test_batch_encoding_in_worker_pool_matches_single_process(sample_lines):
+def test_batch_encoding_in_worker_pool_matches_single_process(sample_lines, tmp_path):
     lines = sample_lines * 8  # past the size where the pool is used
     single = KoreanTokenizer.train(sample_lines, vocab_size=2000, num_workers=1, show_progress=False)
     expected = single.encode_ids_batch(lines)
     mecab_segmenter._SEGMENTED_CACHE.clear()
     mecab_segmenter._MORPHEME_CACHE.clear()
-    pooled = KoreanTokenizer.load(_save(single), num_workers=2)
+    pooled = KoreanTokenizer.load(single.save(tmp_path / "tokenizer"), num_workers=2)
     try:
         assert pooled.encode_ids_batch(lines) == expected
         assert pooled._pool is not None, "the pool path was not exercised"
     finally:
         pooled.close()
-
-
-def _save(tokenizer, _dirs=[]):
-    import tempfile
-
-    directory = tempfile.mkdtemp()
-    _dirs.append(directory)
-    tokenizer.save(directory)
-    return directory
 
 
 @pytest.mark.parametrize("kind", ["mecab_tokenizer", "plain_tokenizer"])
