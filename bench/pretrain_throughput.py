@@ -107,17 +107,22 @@ def adamw_step_ms(model: torch.nn.Module, **adamw_options) -> float:
     return statistics.median(times[1:]) * 1e3
 
 
+def hf_loss(model, batch) -> torch.Tensor:
+    """HF's BertForPreTraining names the batch fields differently."""
+    return model(
+        input_ids=batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["mlm_labels"],
+        next_sentence_label=batch["nsp_labels"],
+    ).loss
+
+
 def train_step(model, optimizer, batch, is_hf: bool, autocast: bool) -> None:
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with context:
         if is_hf:
-            loss = model(
-                input_ids=batch["input_ids"],
-                token_type_ids=batch["token_type_ids"],
-                attention_mask=batch["attention_mask"],
-                labels=batch["mlm_labels"],
-                next_sentence_label=batch["nsp_labels"],
-            ).loss
+            loss = hf_loss(model, batch)
         else:
             loss = model(**batch).loss
     loss.backward()
@@ -139,15 +144,9 @@ def check_same_loss(ours, hf, batch) -> float:
     ours.eval(), hf.eval()
     with torch.no_grad():
         ours_loss = ours(**batch).loss
-        hf_loss = hf(
-            input_ids=batch["input_ids"],
-            token_type_ids=batch["token_type_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["mlm_labels"],
-            next_sentence_label=batch["nsp_labels"],
-        ).loss
+        hf_loss_value = hf_loss(hf, batch)
     ours.train(), hf.train()
-    return abs(ours_loss.item() - hf_loss.item())
+    return abs(ours_loss.item() - hf_loss_value.item())
 
 
 def main() -> None:

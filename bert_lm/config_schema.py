@@ -140,9 +140,14 @@ _GROUP_SCHEMAS = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": Pat
 _SCHEMAS = {schema.__name__: schema for schema in (*_GROUP_SCHEMAS.values(), CleaningSchema)}
 
 
-def explain_config_error(message: str) -> str | None:
+def explain_config_error(
+    message: str, schemas: dict[str, type] | None = None, group_schemas: dict[str, type] | None = None
+) -> str | None:
     """A clearer message for an unknown key (naming the valid keys) or a value of
-    the wrong type (naming the key and the expected type); None otherwise."""
+    the wrong type (naming the key and the expected type); None otherwise.
+
+    ``schemas`` (by class name) and ``group_schemas`` (by config group) add schemas
+    registered elsewhere, e.g. the finetuning job's ``task`` and ``finetune`` groups."""
     wrong_type = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", message)
     full_key = re.search(r"full_key: (\S+)", message)
     if wrong_type and full_key:
@@ -155,11 +160,11 @@ def explain_config_error(message: str) -> str | None:
     bad_key = match.group(1)
     location = full_key.group(1) if full_key else bad_key
     schema_name = re.search(r"not in '(\w+)'", message)
-    schema = _SCHEMAS.get(schema_name.group(1)) if schema_name else None
+    schema = {**_SCHEMAS, **(schemas or {})}.get(schema_name.group(1)) if schema_name else None
     if schema is None:
         # Fall back on the group named by the full key (data.x -> DataSchema).
         group = location.split(".")[0]
-        schema = _GROUP_SCHEMAS.get(group)
+        schema = {**_GROUP_SCHEMAS, **(group_schemas or {})}.get(group)
         if schema is not None and location.startswith("data.cleaning."):
             schema = CleaningSchema
     if schema is None or not is_dataclass(schema):

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -38,9 +39,17 @@ def setup_hydra() -> None:
     register_schemas()
 
 
-def check_overrides(overrides: list[str], config_name: str = "config") -> None:
-    """Exit with a clear message if the (non-sweep) overrides do not compose."""
-    setup_hydra()
+def check_overrides(
+    overrides: list[str],
+    config_name: str = "config",
+    setup: Callable[[], None] | None = None,
+    explain: Callable[[str], str | None] = explain_config_error,
+) -> None:
+    """Exit with a clear message if the (non-sweep) overrides do not compose.
+
+    ``setup`` registers resolvers and schemas (default :func:`setup_hydra`);
+    ``explain`` turns a composition error into that message, or None."""
+    (setup or setup_hydra)()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
@@ -51,8 +60,7 @@ def check_overrides(overrides: list[str], config_name: str = "config") -> None:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             compose(config_name=config_name, overrides=plain)
     except Exception as err:  # composition errors come in several Hydra/OmegaConf types
-        text = f"{err}\n{err.__cause__ or ''}"
-        explained = explain_config_error(text)
+        explained = explain(f"{err}\n{err.__cause__ or ''}")
         if explained:
             print(f"config error: {explained}", file=sys.stderr)
             sys.exit(2)

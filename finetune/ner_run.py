@@ -22,26 +22,20 @@ Runs log to the same MLflow store as pretraining, experiment ``bert-lm-klue-ner`
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
-import re
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.config_schema import explain_config_error
 from bert_lm.corpus_pipeline import ensure_tokenizer
-from bert_lm.hydra_setup import CONFIG_DIR, setup_hydra
+from bert_lm.hydra_setup import check_overrides, setup_hydra
 from bert_lm.modeling import BertConfig
 from bert_lm.prepare_corpus import TRAIN_FILE
 from bert_lm.pretraining_run import (
@@ -121,46 +115,15 @@ def setup_finetune_hydra() -> None:
 
 
 def _explain(message: str) -> str | None:
-    explained = explain_config_error(message)
-    if explained:
-        return explained
-    # The same message for the two groups bert_lm.config_schema does not know.
-    bad = re.search(r"Key '([^']+)' (?:not in|is not in struct)", message)
-    schema = re.search(r"not in '(\w+)'", message)
-    full_key = re.search(r"full_key: (\S+)", message)
-    if not bad:
-        return None
-    location = full_key.group(1) if full_key else bad.group(1)
-    group = location.split(".")[0]
-    target = _FINETUNE_SCHEMAS.get(schema.group(1)) if schema else None
-    target = target or {"task": TaskSchema, "finetune": FinetuneSchema}.get(group)
-    if target is None:
-        return None
-    valid = [f.name for f in fields(target)]
-    close = difflib.get_close_matches(bad.group(1), valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"unknown config key '{location}'.{hint} Valid keys here: {', '.join(valid)}."
+    # bert_lm.config_schema knows the pretraining groups; add the two of this job.
+    return explain_config_error(
+        message, schemas=_FINETUNE_SCHEMAS, group_schemas={"task": TaskSchema, "finetune": FinetuneSchema}
+    )
 
 
 def check_finetune_overrides(overrides: list[str]) -> None:
     """Exit with a clear message, naming the valid keys, if the overrides do not compose."""
-    setup_finetune_hydra()
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return  # Hydra reports syntax errors itself
-    plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            compose(config_name=CONFIG_NAME, overrides=plain)
-    except Exception as err:  # composition errors come in several Hydra/OmegaConf types
-        explained = _explain(f"{err}\n{err.__cause__ or ''}")
-        if explained:
-            print(f"config error: {explained}", file=sys.stderr)
-            sys.exit(2)
-    finally:
-        GlobalHydra.instance().clear()
+    check_overrides(overrides, CONFIG_NAME, setup=setup_finetune_hydra, explain=_explain)
 
 
 # --------------------------------------------------------------------------- checks

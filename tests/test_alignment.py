@@ -137,6 +137,18 @@ def test_real_dev_round_trip():
     assert_representable_spans_survive(sentences, ChunkTokenizer(2).encode)
 
 
+def test_real_dev_round_trip_with_the_mecab_tokenizer(mecab_tokenizer, plain_tokenizer):
+    # Through the pretraining tokenizer's offsets, as finetuning aligns them. Mecab
+    # cuts particles and suffixes off names (이순신|은), so entity boundaries fall on
+    # token boundaries; plain WordPiece keeps 이순신은 in pieces that straddle them.
+    sentences = read_klue_ner(shared_data_path("klue-ner", "klue-ner-v1.1_split-dev.tsv"))
+    total, recovered = span_recovery(sentences, mecab_tokenizer.encode)
+    assert recovered / total >= 0.99, (recovered, total)
+    assert_representable_spans_survive(sentences, mecab_tokenizer.encode)
+    _, recovered_plain = span_recovery(sentences, plain_tokenizer.encode)
+    assert recovered_plain < recovered, (recovered_plain, recovered)
+
+
 # ----------------------------------------------------------- characters -> tokens
 def test_token_takes_its_first_characters_tag():
     text, tags = parse_inline("<김재원:PS>의 연기")
