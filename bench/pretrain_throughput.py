@@ -34,7 +34,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining  # noqa: E402
+from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops  # noqa: E402
 
 VOCAB_SIZE = 20_000
 BATCH, SEQ_LEN = 64, 128
@@ -61,16 +61,6 @@ def make_batch(generator: torch.Generator) -> dict[str, torch.Tensor]:
         mlm_labels=mlm_labels,
         nsp_labels=nsp_labels,
     )
-
-
-def matmul_flops_per_step(config: BertConfig, mlm_rows: int) -> float:
-    """Executed matmul FLOPs of one training step; mlm_rows = rows the MLM head projects."""
-    tokens, hidden, inter = BATCH * SEQ_LEN, config.hidden_size, config.intermediate_size
-    per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inter)  # qkv + attn out + FFN
-    per_layer += 2 * 2 * BATCH * SEQ_LEN * SEQ_LEN * hidden  # QK^T and PV
-    heads = 2 * mlm_rows * (hidden * hidden + hidden * config.vocab_size)  # transform + decoder
-    heads += 2 * BATCH * (hidden * hidden + 2 * hidden)  # pooler + NSP
-    return 3 * (config.num_hidden_layers * per_layer + heads)  # backward ~ 2 x forward
 
 
 def matmul_rate(config: BertConfig, mlm_rows: int, dtype: torch.dtype) -> float:
@@ -165,7 +155,10 @@ def main() -> None:
         f"{config.intermediate_size}I, vocab {VOCAB_SIZE}, batch {BATCH}x{SEQ_LEN} "
         f"({int(batch['attention_mask'].sum())} real tokens, {mlm_rows} masked), MLM+NSP, AdamW, dropout on"
     )
-    flops = {"ours": matmul_flops_per_step(config, mlm_rows), "hf": matmul_flops_per_step(config, tokens)}
+    flops = {  # HF projects every position onto the vocabulary, ours the masked ones
+        "ours": training_matmul_flops(config, BATCH, SEQ_LEN, mlm_rows),
+        "hf": training_matmul_flops(config, BATCH, SEQ_LEN, tokens),
+    }
     rows = []
     for precision in ("fp32", "bf16"):
         autocast = precision == "bf16"

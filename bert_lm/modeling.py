@@ -376,6 +376,21 @@ class PreTrainingOutput:
     nsp_loss: torch.Tensor | None
 
 
+def training_matmul_flops(config: BertConfig, batch_size: int, seq_len: int, mlm_rows: int) -> float:
+    """Matmul FLOPs of one training step (forward + backward ~ 3 x forward).
+
+    ``mlm_rows``: the rows the MLM head projects onto the vocabulary (the masked
+    positions here; every position in a dense head). Elementwise work (LayerNorm,
+    GELU, softmax, dropout) is left out, as MFU conventions do.
+    """
+    tokens, hidden, inter = batch_size * seq_len, config.hidden_size, config.intermediate_size
+    per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inter)  # QKV + attention output + FFN
+    per_layer += 2 * 2 * batch_size * seq_len * seq_len * hidden  # QK^T and PV
+    heads = 2 * mlm_rows * (hidden * hidden + hidden * config.vocab_size)  # MLM transform + decoder
+    heads += 2 * batch_size * (hidden * hidden + 2 * hidden)  # pooler + NSP
+    return 3.0 * (config.num_hidden_layers * per_layer + heads)
+
+
 class BertForPreTraining(nn.Module):
     """BERT with MLM + NSP heads; state dict identical to HF's `BertForPreTraining`."""
 

@@ -7,7 +7,9 @@ what belongs to training. Hyperparameters are saved as plain containers (a
 Metrics per split, as torchmetrics aggregated over the epoch:
 ``{split}/mlm_loss``, ``{split}/mlm_acc``, ``{split}/perplexity`` (exp of the
 epoch's mean MLM loss), ``{split}/nsp_loss``, ``{split}/nsp_acc``; tokens/s comes
-from Lightning's ThroughputMonitor callback (``train/device/items_per_sec``).
+from Lightning's ThroughputMonitor callback (``train/device/items_per_sec``), which
+also logs ``train/device/flops_per_sec`` (and ``train/device/mfu`` on GPUs whose
+peak it knows) from :attr:`PretrainingModule.flops_per_batch`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torchmetrics
 from torch.optim.lr_scheduler import LambdaLR
 
-from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops
 
 SPLITS = ("train", "val")
 # ModuleDict keys cannot be "train" (nn.Module.train exists): metrics live under "<split>_metrics".
@@ -66,6 +68,21 @@ class PretrainingModule(pl.LightningModule):
         self.model = BertForPreTraining(BertConfig(**model_config))
         self._freeze_unused_heads()
         self.metrics = torch.nn.ModuleDict({_KEY(split): self._split_metrics() for split in SPLITS})
+        # Matmul FLOPs of the current batch, read by Lightning's ThroughputMonitor.
+        self.flops_per_batch: float | None = None
+
+    def _count_flops(self, batch: dict[str, torch.Tensor], training: bool) -> None:
+        batch_size, seq_len = batch["input_ids"].shape
+        # The sparse MLM head projects only the masked positions onto the vocabulary.
+        mlm_rows = int((batch["mlm_labels"] != IGNORE_INDEX).sum()) if self.hparams.train_mlm else 0
+        flops = training_matmul_flops(self.model.config, batch_size, seq_len, mlm_rows)
+        self.flops_per_batch = flops if training else flops / 3  # no backward in evaluation
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._count_flops(batch, training=True)
+
+    def on_validation_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._count_flops(batch, training=False)
 
     def _freeze_unused_heads(self) -> None:
         """Heads of a switched-off objective get no gradient: DDP would otherwise stop

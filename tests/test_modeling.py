@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining, BertModel, softmax_cross_entropy
+from bert_lm.modeling import (
+    IGNORE_INDEX,
+    BertConfig,
+    BertForPreTraining,
+    BertModel,
+    softmax_cross_entropy,
+    training_matmul_flops,
+)
 
 TINY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
@@ -219,3 +226,24 @@ def test_sequence_longer_than_positions_is_refused():
     config = BertConfig(**{**TINY, "max_position_embeddings": 8})
     with pytest.raises(ValueError, match="max_position_embeddings=8"):
         BertModel(config)(torch.ones(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mask_every", [5, 1])
+def test_training_flop_estimate_matches_torch_flop_counter(mask_every):
+    # The estimate feeds Lightning's ThroughputMonitor (flops/s, MFU) and the
+    # throughput bench; torch counts every matmul it actually runs, backward included.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64)
+    model = BertForPreTraining(config)
+    batch_size, seq_len = 4, 32
+    input_ids = torch.randint(5, config.vocab_size, (batch_size, seq_len))
+    mlm_labels = torch.full_like(input_ids, IGNORE_INDEX)
+    mlm_labels[:, ::mask_every] = input_ids[:, ::mask_every]
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids),
+              attention_mask=torch.ones_like(input_ids), mlm_labels=mlm_labels,
+              nsp_labels=torch.randint(0, 2, (batch_size,))).loss.backward()
+    estimate = training_matmul_flops(config, batch_size, seq_len, int((mlm_labels != IGNORE_INDEX).sum()))
+    assert estimate == pytest.approx(counter.get_total_flops(), rel=0.01)

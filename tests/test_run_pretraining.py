@@ -59,6 +59,7 @@ def test_run_writes_checkpoints_export_and_mlflow_run(tiny_run):
     for metric in ("train/mlm_loss_step", "train/nsp_acc_step", "val/mlm_loss", "val/nsp_acc", "val/perplexity", "lr-AdamW/pg1"):
         assert metric in run.data.metrics, metric
     assert any("items_per_sec" in name for name in run.data.metrics), "tokens/s is logged"
+    assert run.data.metrics.get("train/device/flops_per_sec", 0) > 0, "model FLOP/s are logged"
     assert run.data.tags["mlflow.source.git.commit"]
     top_level = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"resolved_config.yaml", "tokenizer", "checkpoints", "hf_export"} <= top_level
