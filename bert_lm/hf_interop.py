@@ -114,7 +114,7 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
     """Load a local HF BERT directory (BertForPreTraining, BertForMaskedLM or BertModel) as ours.
 
     Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint) keep their fresh
-    initialisation; their keys are logged as a warning. Like any new module the model is in train
+    initialisation; their keys are logged as a warning. Missing encoder weights are an error. Like any new module the model is in train
     mode: call .eval() for inference.
     """
     hf_dir = Path(hf_dir)
@@ -129,6 +129,13 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
         )
     model = BertForPreTraining(config)
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
+    # Heads may be new; an encoder with random layers would train and score silently wrong.
+    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings.", "bert.encoder."))]
+    if missing_encoder:
+        raise ValueError(
+            f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "
+            "it is not a complete BERT encoder; check the directory or its config.json"
+        )
     if initialized:
         log.warning("%s: %d keys not in the checkpoint, freshly initialised: %s", hf_dir, len(initialized), initialized)
     return model

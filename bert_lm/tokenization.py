@@ -24,6 +24,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -91,7 +92,9 @@ class KoreanTokenizer:
         )
         self.special_ids = [vocab[t] for t in SPECIAL_TOKENS]
         self._pool = None
+        self._pool_pid: int | None = None  # the process that started _pool
         self._memo = WordIdsMemo(_WORD_MEMO_MAX)
+        self._memo_lock = threading.Lock()  # another thread may clear and refill the memo mid-batch
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -245,8 +248,9 @@ class KoreanTokenizer:
         special_lines = [i for i, t in enumerate(texts) if _has_special_token(t)]
         plain_texts = texts if not special_lines else [t for t in texts if not _has_special_token(t)]
         words_per_line = [t.split() for t in plain_texts]
-        rows = self._memo_rows(words_per_line)
-        flat, word_lengths = self._memo.gather(rows)
+        with self._memo_lock:
+            rows = self._memo_rows(words_per_line)
+            flat, word_lengths = self._memo.gather(rows)
         words_in_line = np.fromiter(map(len, words_per_line), np.int64, len(words_per_line))
         token_ends = np.concatenate(([0], np.cumsum(word_lengths)))
         line_bounds = token_ends[np.concatenate(([0], np.cumsum(words_in_line)))].tolist()
@@ -274,7 +278,8 @@ class KoreanTokenizer:
         """Add ``words`` to the memo: Mecab and WordPiece in the pool when it pays."""
         if not words:
             return
-        if self.num_workers > 1 and len(words) >= _POOL_MIN_WORDS:
+        # A daemonic process (a DataLoader worker) may not start children.
+        if self.num_workers > 1 and len(words) >= _POOL_MIN_WORDS and not multiprocessing.current_process().daemon:
             size = -(-len(words) // (4 * self.num_workers))
             parts = self._worker_pool().map(_word_ids_in_worker, [words[i : i + size] for i in range(0, len(words), size)])
             flat, lengths = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -290,7 +295,12 @@ class KoreanTokenizer:
         # One pool for the tokenizer's lifetime. Children build their own Tagger
         # (never pickled); the WordPiece part travels as its JSON, which works
         # under fork, spawn and forkserver alike.
+        if self._pool is not None and self._pool_pid != os.getpid():
+            # Inherited through fork: its handler threads do not exist here, and a
+            # map() on it would wait forever. Leave it to the parent; start our own.
+            self._pool = None
         if self._pool is None:
+            self._pool_pid = os.getpid()
             self._pool = multiprocessing.get_context().Pool(
                 self.num_workers, initializer=_init_word_ids_worker, initargs=(self.hf_tokenizer.to_str(), self.pad_id)
             )
@@ -298,13 +308,19 @@ class KoreanTokenizer:
 
     def close(self) -> None:
         """Stop the Mecab worker pool (also done at interpreter exit)."""
-        if self._pool is not None:
+        if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.terminate()
-            self._pool = None
+        self._pool = None
 
     def __getstate__(self):
         # A pool cannot cross a process boundary; a copy starts its own when needed.
-        return {**self.__dict__, "_pool": None, "_memo": WordIdsMemo(_WORD_MEMO_MAX)}
+        state = {**self.__dict__, "_pool": None, "_pool_pid": None, "_memo": WordIdsMemo(self._memo.max_words)}
+        del state["_memo_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._memo_lock = threading.Lock()
 
     # ---------------------------------------------------------------- decode
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
@@ -333,8 +349,7 @@ _worker_wordpiece: tuple[Tokenizer, int] | None = None
 
 def _init_word_ids_worker(tokenizer_json: str, pad_id: int) -> None:
     global _worker_wordpiece
-    # The pool is the parallelism: one Rust thread per worker, and no warning
-    # from tokenizers about a fork after its thread pool was used.
+    # The pool is the parallelism: one Rust thread per worker, not one per core each.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_wordpiece = (Tokenizer.from_str(tokenizer_json), pad_id)
 

@@ -27,6 +27,8 @@ WORDS_PER_TEXT = 2_048
 def word_ids_flat(hf_tokenizer: Tokenizer, separator: str, separator_id: int, words: Sequence[str]):
     """Token ids of each word, as (flat ids, ids per word).
 
+    The words must not contain special-token strings (``[MASK]``, ``[PAD]``, ...):
+    the caller sends lines holding them through the slow, protected path.
     Mecab segments each word ("국가의" -> "국가 ##의"); thousands of segmented words
     then go through WordPiece as one text, separated by a special token that no
     word produces (``[PAD]``), and the ids are cut at the separators.
@@ -41,11 +43,10 @@ def word_ids_flat(hf_tokenizer: Tokenizer, separator: str, separator_id: int, wo
     for group, encoding in zip(groups, encodings, strict=True):
         ids = np.asarray(encoding.ids, dtype=np.int64)
         cuts = np.flatnonzero(ids == separator_id)
-        if len(cuts) != len(group) - 1:  # defensive: a word that yields the separator itself
-            per_word = [e.ids for e in hf_tokenizer.encode_batch_fast(group, add_special_tokens=False)]
-            length_parts.append(np.fromiter(map(len, per_word), np.int64, len(per_word)))
-            flat_parts.append(np.fromiter((i for w in per_word for i in w), np.int64, int(length_parts[-1].sum())))
-            continue
+        if len(cuts) != len(group) - 1:
+            raise ValueError(
+                f"{len(cuts) + 1} pieces for {len(group)} words: a word holds the special token {separator!r}"
+            )
         length_parts.append(np.diff(np.concatenate(([-1], cuts, [len(ids)]))) - 1)
         flat_parts.append(ids[ids != separator_id])
     if not groups:

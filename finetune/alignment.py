@@ -22,7 +22,10 @@ Tokens -> characters (predictions)
     token's first such character. Characters no token covers (spaces, in practice)
     are ``I-X`` when the characters on both sides continue one ``X`` entity (KLUE's
     convention: ``<오후 8시:TI>`` tags the space ``I-TI``), else ``O``. The result is
-    repaired to valid IOB2 the same way. With the official metric spaces are dropped
+    *not* repaired: an ``I-X`` a model predicts where no ``X`` entity is open stays
+    as predicted, so that strict IOB2 scoring (seqeval, as KLUE's baseline scores
+    raw predictions) does not count it as an entity; the constrained CRF never
+    predicts one. With the official metric spaces are dropped
     before scoring (as KLUE's baseline does) so the space rule matters only for the
     round trip, which it makes exact: see ``tests/test_alignment.py``.
 
@@ -160,7 +163,7 @@ def token_predictions_to_char_tags(text: str, encoding: Encoding, token_tags: Se
             else:
                 char_tags[c] = (tag[:2] if first else "I-") + entity_type
             first = False
-    return repair_iob2(_fill_gaps(char_tags))
+    return _fill_gaps(char_tags)
 
 
 def span_recovery(sentences: Iterable[NerSentence], encode: Callable[[str], Encoding]) -> tuple[int, int]:

@@ -94,9 +94,10 @@ def _decoded_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def _is_blank(line: str) -> bool:
-    # Some KLUE derivatives separate sentences with a lone tab; a character line
-    # always has a tag, so a line with nothing but whitespace is a separator.
-    return line.strip() == ""
+    # An empty line separates sentences; some KLUE derivatives use a lone tab.
+    # Not line.strip() == "": " \t" is a space character whose tag is missing,
+    # which must be reported, not read as the end of the sentence.
+    return line in ("", "\t")
 
 
 def read_klue_ner(path: str | os.PathLike, labels: Sequence[str] = KLUE_NER_LABELS) -> list[NerSentence]:
@@ -106,7 +107,8 @@ def read_klue_ner(path: str | os.PathLike, labels: Sequence[str] = KLUE_NER_LABE
     ``labels`` is the tag set (from the task config); a tag outside it is an error.
     Tag *sequences* are not checked against IOB2: KLUE has a few entities that begin
     with a space tagged ``B-X``, and the metrics treat an ``I-X`` without a ``B-X``
-    the way seqeval's strict IOB2 mode does.
+    (gold or predicted: predictions are not repaired) the way seqeval's strict
+    IOB2 mode does.
     """
     path = Path(path)
     allowed = set(labels)

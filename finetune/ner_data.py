@@ -79,8 +79,13 @@ def window_size(max_len: int, stride: int | None) -> tuple[int, int]:
         raise ValueError(f"task.max_len={max_len}: needs room for [CLS], [SEP] and at least one token")
     max_tokens = max_len - 2
     stride = stride if stride is not None else max(1, max_tokens // 2)
-    if not 1 <= stride <= max_tokens:
-        raise ValueError(f"task.stride={stride}: must be in [1, task.max_len - 2 = {max_tokens}]")
+    # Windows must overlap: a window's first token follows [CLS], where the
+    # constrained CRF cannot continue an entity, so without an overlap every
+    # entity across a window edge would be cut in two.
+    if not 1 <= stride <= max_tokens - 1:
+        raise ValueError(
+            f"task.stride={stride}: must be in [1, task.max_len - 3 = {max_tokens - 1}] so that windows overlap"
+        )
     return max_tokens, stride
 
 
@@ -262,7 +267,6 @@ class KlueNerDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.group_by_length, self.seed = group_by_length, seed
         self.group_by_length, self.seed = group_by_length, seed
         self.train_sentences: list[EncodedSentence] = []
         self.eval_sentences: list[EncodedSentence] = []

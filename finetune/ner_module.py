@@ -88,9 +88,6 @@ class BertNerTagger(nn.Module):
         state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
         self.encoder.load_state_dict(state)
 
-    def head_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("encoder.")]
-
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -178,6 +175,9 @@ class NerModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._window_predictions = {}
+        if not self.trainer.sanity_checking:
+            # A validation that scores nothing must not leave an older epoch's result behind.
+            self.last_evaluation = None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         emissions = self(batch)

@@ -52,7 +52,7 @@ from finetune.download import download_klue_ner, find_local_files
 from finetune.encoder_loading import load_encoder, resolve_source
 from finetune.klue_ner import KLUE_NER_LABELS, NerSentence, format_klue_ner, read_klue_ner
 from finetune.metrics import plot_entity_confusion
-from finetune.ner_data import KlueNerDataModule, check_labels
+from finetune.ner_data import KlueNerDataModule, check_labels, window_size
 from finetune.ner_module import HEADS, NerEvaluation, NerModule
 from finetune.predict import NER_EXPORT_DIR, save_ner_export
 
@@ -159,8 +159,10 @@ def check_finetune_config(cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
     if cfg.task.max_len < 8:
         raise ConfigError(f"task.max_len={cfg.task.max_len}: must be at least 8")
-    if cfg.task.stride is not None and not 1 <= cfg.task.stride <= cfg.task.max_len - 2:
-        raise ConfigError(f"task.stride={cfg.task.stride}: must be in [1, task.max_len - 2 = {cfg.task.max_len - 2}]")
+    try:
+        window_size(cfg.task.max_len, cfg.task.stride)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not cfg.pretrained and cfg.task.max_len > cfg.model.max_position_embeddings:
         raise ConfigError(
             f"task.max_len={cfg.task.max_len} is above model.max_position_embeddings="

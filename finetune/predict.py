@@ -38,6 +38,7 @@ from finetune.ner_data import NerCollator, NerWindowDataset, char_tags_from_wind
 from finetune.ner_module import BertNerTagger
 
 NER_EXPORT_DIR = "ner_export"
+_EXPORT_KEYS = ("encoder_config", "labels", "head", "constrained_transitions", "state_dict", "max_len", "stride")
 MODEL_FILE = "ner_model.pt"
 FORMAT_VERSION = 1
 # What KoreanTokenizer.save writes (the first two are what KoreanTokenizer.load reads).
@@ -130,13 +131,25 @@ def load_ner_export(path: str | os.PathLike) -> NerPredictor:
             f"{path}: no {NER_EXPORT_DIR}/{MODEL_FILE} or {MODEL_FILE}; pass the run_dir: that run_finetune.py "
             "printed (or its ner_export/ directory)"
         )
-    export = torch.load(model_file, map_location="cpu", weights_only=True)
+    rewrite = "re-run run_finetune.py to write it again"
+    try:
+        export = torch.load(model_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in several types
+        raise ValueError(f"{model_file}: not a readable NER export ({type(err).__name__}); {rewrite}") from None
+    if not isinstance(export, dict):
+        raise ValueError(f"{model_file}: holds a {type(export).__name__}, not an NER export; {rewrite}")
     if export.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{model_file}: format_version {export.get('format_version')}, expected {FORMAT_VERSION}")
+    missing = [key for key in _EXPORT_KEYS if key not in export]
+    if missing:
+        raise ValueError(f"{model_file}: lacks {', '.join(missing)}; {rewrite}")
     tagger = BertNerTagger(
         BertConfig(**export["encoder_config"]), export["labels"], export["head"], export["constrained_transitions"]
     )
-    tagger.load_state_dict(export["state_dict"])
+    try:
+        tagger.load_state_dict(export["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{model_file}: weights do not fit the model it describes: {err}") from None
     tokenizer = KoreanTokenizer.load(export_dir)
     if tokenizer.vocab_size != tagger.config.vocab_size:
         raise ValueError(f"{export_dir}: tokenizer has {tokenizer.vocab_size} tokens, model {tagger.config.vocab_size}")

@@ -213,9 +213,12 @@ def test_predictions_to_characters():
     assert token_predictions_to_char_tags(text, encoding, ["B-PS", "I-PS", "O", "B-TI", "I-TI"]) == [
         "B-PS", "I-PS", "I-PS", "O", "O", "O", "O", "B-TI", "I-TI", "I-TI", "I-TI", "I-TI",
     ]  # fmt: skip
-    # An I-X that continues nothing starts an entity; B-X after B-X starts another.
+    # Predictions are not repaired: an I-X that continues nothing stays I-X, which
+    # strict IOB2 (seqeval, as KLUE scores raw predictions) does not count as an
+    # entity; B-X after B-X starts another.
     char_tags = token_predictions_to_char_tags(text, encoding, ["I-PS", "B-PS", "O", "I-TI", "B-TI"])
-    assert entity_spans(char_tags) == [("PS", 0, 2), ("PS", 2, 3), ("TI", 7, 9), ("TI", 10, 12)]
+    assert char_tags[:3] == ["I-PS", "I-PS", "B-PS"] and char_tags[7:9] == ["I-TI", "I-TI"]
+    assert entity_spans(char_tags) == [("PS", 2, 3), ("TI", 10, 12)]
 
 
 def test_repair_iob2():

@@ -160,6 +160,25 @@ def test_predict_reports_a_wrong_directory(tmp_path, capsys):
     assert "no ner_export/ner_model.pt" in capsys.readouterr().err
 
 
+def test_predict_reports_a_damaged_export(cli_run, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    run_dir = cli_run[1]
+    export_dir = tmp_path / "ner_export"
+    shutil.copytree(run_dir / "ner_export", export_dir)
+    model_file = export_dir / predict.MODEL_FILE
+    model_file.write_bytes(b"not a checkpoint")
+    assert predict.main([str(export_dir), "문장"]) == 1
+    assert f"{model_file}: not a readable NER export" in capsys.readouterr().err
+    export = torch.load(run_dir / "ner_export" / predict.MODEL_FILE, weights_only=True)
+    del export["labels"]
+    torch.save(export, model_file)
+    assert predict.main([str(export_dir), "문장"]) == 1
+    assert f"{model_file}: lacks labels" in capsys.readouterr().err
+
+
 def test_default_without_pretrained_is_a_random_encoder_with_a_task_tokenizer(tmp_path):
     """What `python run_finetune.py` does on a fresh clone, shrunk: softmax head for coverage."""
     overrides = tiny_overrides(

@@ -148,3 +148,14 @@ def test_import_shape_mismatch_names_the_key(tmp_path):
     save_file(state, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"bert\.encoder\.layer\.1\.intermediate\.dense\.bias.*\(65,\).*\(64,\)"):
         import_hf(tmp_path)
+
+
+def test_import_without_encoder_layers_is_an_error(tmp_path):
+    # A checkpoint with fewer layers than its config.json says (or a truncated
+    # file) would otherwise finetune a partly random encoder without a word.
+    export_hf(BertForPreTraining(BertConfig(**TINY)), tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state = {k: v for k, v in state.items() if not k.startswith("bert.encoder.layer.1.")}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=rf"{tmp_path}.*lacks \d+ encoder weights.*bert\.encoder\.layer\.1\."):
+        import_hf(tmp_path)

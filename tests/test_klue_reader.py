@@ -126,6 +126,8 @@ BAD_FILES = {
     "no sentence line": ("김\tB-PS\n재\tI-PS\n", 1, "no `## <id>"),
     "sentence line without tab": (HEADER + "## s1 김재\n김\tB-PS\n", 3, "id and sentence separated by a tab"),
     "missing blank line": (GOOD.rstrip("\n") + "\n## s2\t서\n서\tO\n", 11, "inside a sentence"),
+    # A space whose tag is missing is not a sentence separator.
+    "space without tag": (GOOD.replace(" \tO", " \t"), 8, "unknown tag ''"),
 }
 
 

@@ -167,4 +167,6 @@ def test_bad_labels_and_lengths_are_refused():
         window_size(2, None)
     with pytest.raises(ValueError, match="task.stride"):
         window_size(16, 15)
+    with pytest.raises(ValueError, match="so that windows overlap"):
+        window_size(16, 14)  # no overlap: entities across a window edge would be cut
     assert window_size(16, None) == (14, 7)

@@ -77,6 +77,8 @@ def test_whitespace_is_dropped_before_scoring():
     assert drop_whitespace(texts, pred) == [["B-TI", "I-TI", "I-TI", "I-TI", "O", "O"]]
     metrics = klue_ner_metrics(texts, gold, pred)
     assert metrics["entity_macro_f1"] == 1.0 and metrics["char_macro_f1"] == 1.0
+    # Only the space, as the KLUE baseline (token == " "); other whitespace is a character.
+    assert drop_whitespace(["a\u3000b"], [["O", "O", "O"]]) == [["O", "O", "O"]]
 
 
 def test_same_as_klue_baseline_on_one_flattened_sequence():

@@ -149,3 +149,31 @@ def test_mecab_tagger_is_built_lazily_in_spawned_workers(sample_lines):
 def test_unk_rate_is_low_on_held_out_sample_text(mecab_tokenizer, sample_lines):
     ids = [i for line in mecab_tokenizer.encode_ids_batch(sample_lines) for i in line]
     assert ids.count(mecab_tokenizer.unk_id) / len(ids) < 0.001
+
+
+def _encode_in_child(tokenizer, lines, queue):
+    queue.put(tokenizer.encode_ids_batch(lines))
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_forked_child_encodes_with_a_pool_inherited_from_its_parent(mecab_tokenizer, daemon):
+    # A forked child sees the parent's pool object but not its handler threads:
+    # using it would hang. A daemonic child (a DataLoader worker) may not start a
+    # pool of its own at all. Both must still encode, and encode right.
+    import multiprocessing
+
+    tokenizer = KoreanTokenizer(mecab_tokenizer.hf_tokenizer, mecab=True, num_workers=2)
+    try:
+        # Thousands of new distinct words take the pool path.
+        tokenizer.encode_ids_batch([f"가나다{i}를 보았다" for i in range(2_500)])
+        assert tokenizer._pool is not None
+        lines = [f"마바사{i}의 미래를" for i in range(2_500)]
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_encode_in_child, args=(tokenizer, lines, queue), daemon=daemon)
+        child.start()
+        result = queue.get(timeout=120)
+        child.join(timeout=30)
+        assert result == [tokenizer.encode(line).ids for line in lines]
+    finally:
+        tokenizer.close()
