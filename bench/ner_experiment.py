@@ -16,7 +16,12 @@
 Everything is logged to the project's MLflow store (experiments bert-lm-pretraining and
 bert-lm-klue-ner) and written under outputs/bench/ner_experiment/<timestamp>/.
 Prints a table of entity and character macro F1, then last
-``entity_macro_f1_pretrained_crf: <x>``. Not part of the test suite.
+``entity_macro_f1_pretrained_crf: <x>`` (Mecab-aware tokenizer). Not part of the test suite.
+
+    python bench/ner_experiment.py --compare-tokenizers   # ~11-12 minutes
+
+adds the same pretraining with plain WordPiece (``tokenizer=wordpiece``) and its
+pretrained and random-init CRF rows.
 
 These budgets are minutes of CPU, not the days of GPU a useful Korean BERT needs: the
 pretrained encoder has seen a few hundred thousand tokens, so expect low F1 overall and
@@ -26,6 +31,7 @@ should, not a result about Korean BERT.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -83,15 +89,19 @@ FINETUNE_SETTINGS = [
     "trainer.enable_progress_bar=false",
 ]
 RUNS = [("pretrained", "crf"), ("random", "crf"), ("pretrained", "softmax"), ("random", "softmax")]
+# --compare-tokenizers: the same recipe with plain WordPiece, CRF head (its own time budget).
+COMPARE_RUNS = [("pretrained", "crf"), ("random", "crf")]
+COMPARE_BUDGET_S = 360
 
 
-def pretrain(out_dir: Path) -> tuple[Path, dict]:
+def pretrain(out_dir: Path, tokenizer: str) -> tuple[Path, dict]:
     command = [
         sys.executable,
         "run.py",
         *PRETRAIN_OVERRIDES,
+        f"tokenizer={tokenizer}",
         f"hydra.run.dir={out_dir}",
-        "logger.run_name=bench-ner-experiment-pretrain",
+        f"logger.run_name=bench-ner-experiment-pretrain-{tokenizer}",
     ]
     started = time.monotonic()
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -111,7 +121,7 @@ def pretrain(out_dir: Path) -> tuple[Path, dict]:
     return run_dir, stats
 
 
-def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_s: float) -> dict:
+def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_s: float, tokenizer: str) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -126,7 +136,7 @@ def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_
         *FINETUNE_SETTINGS,
         max_time_override(cap_s),
         f"paths.output_dir={out_dir}",
-        f"logger.run_name=bench-ner-experiment-{init}-{head}",
+        f"logger.run_name=bench-ner-experiment-{tokenizer}-{init}-{head}",
     ]
     setup_finetune_hydra()
     GlobalHydra.instance().clear()
@@ -138,7 +148,37 @@ def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_
     return {**scores, "steps": report["trained_steps"], "wall_s": time.monotonic() - started}
 
 
+def run_rows(tokenizer: str, runs, out_root: Path, budget_s: float, results: dict) -> None:
+    """Pretrain with ``tokenizer``, then finetune each (init, head) of ``runs`` within ``budget_s``."""
+    started = time.monotonic()
+    pretrained_dir, pre = pretrain(out_root / f"pretrain-{tokenizer}", tokenizer)
+    print(
+        f"pretraining ({tokenizer}): {pre['steps']} steps of 32 x 128 in {pre['wall_s']:.0f} s (fit capped at "
+        f"{PRETRAIN_FIT_S} s); val/mlm_loss {pre['val_mlm_loss']:.3f}, val/mlm_acc {pre['val_mlm_acc']:.3f}",
+        flush=True,
+    )
+    for i, (init, head) in enumerate(runs):
+        remaining = budget_s - (time.monotonic() - started)
+        cap = min(FINETUNE_CAP_S, remaining / (len(runs) - i) - FINETUNE_OVERHEAD_S)
+        if cap < 10:
+            sys.exit(f"out of time budget before {tokenizer}/{init}/{head} ({remaining:.0f} s left)")
+        out_dir = out_root / f"finetune-{tokenizer}-{init}-{head}"
+        r = results[tokenizer, init, head] = finetune_run(pretrained_dir, init, head, out_dir, cap, tokenizer)
+        print(
+            f"finetune {tokenizer}/{init}/{head}: {r['steps']} steps, entity macro F1 {r['entity_macro_f1']:.4f} "
+            f"({r['wall_s']:.0f} s)",
+            flush=True,
+        )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--compare-tokenizers",
+        action="store_true",
+        help=f"also pretrain with plain WordPiece and finetune it with the CRF head (+{COMPARE_BUDGET_S} s)",
+    )
+    args = parser.parse_args()
     missing = [p for p in (PETITIONS_DIR, *(KLUE_NER_DIR / name for name in KLUE_NER_FILES)) if not p.exists()]
     if missing:
         print(f"skipped: {', '.join(map(str, missing))} absent; this experiment needs the real data in ../shared/data")
@@ -147,37 +187,21 @@ def main() -> None:
     out_root = REPO_ROOT / "outputs" / "bench" / "ner_experiment" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; outputs in {out_root}", flush=True)
 
-    pretrained_dir, pre = pretrain(out_root / "pretrain")
-    print(
-        f"pretraining: {pre['steps']} steps of 32 x 128 in {pre['wall_s']:.0f} s (fit capped at {PRETRAIN_FIT_S} s); "
-        f"val/mlm_loss {pre['val_mlm_loss']:.3f}, val/mlm_acc {pre['val_mlm_acc']:.3f}",
-        flush=True,
-    )
-
-    results = {}
-    for i, (init, head) in enumerate(RUNS):
-        remaining = TOTAL_BUDGET_S - (time.monotonic() - started)
-        cap = min(FINETUNE_CAP_S, remaining / (len(RUNS) - i) - FINETUNE_OVERHEAD_S)
-        if cap < 10:
-            sys.exit(f"out of time budget before {init}/{head} ({remaining:.0f} s left)")
-        results[init, head] = finetune_run(pretrained_dir, init, head, out_root / f"finetune-{init}-{head}", cap)
-        r = results[init, head]
-        print(
-            f"finetune {init}/{head}: {r['steps']} steps, entity macro F1 {r['entity_macro_f1']:.4f} "
-            f"({r['wall_s']:.0f} s)",
-            flush=True,
-        )
+    results: dict[tuple[str, str, str], dict] = {}
+    run_rows("mecab_wordpiece", RUNS, out_root, TOTAL_BUDGET_S, results)
+    if args.compare_tokenizers:
+        run_rows("wordpiece", COMPARE_RUNS, out_root, COMPARE_BUDGET_S, results)
 
     print()
-    print("| encoder | head | steps | entity macro F1 | char macro F1 | entity micro F1 | wall s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for (init, head), r in results.items():
+    print("| tokenizer | encoder | head | steps | entity macro F1 | char macro F1 | entity micro F1 | wall s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for (tokenizer, init, head), r in results.items():
         print(
-            f"| {init} | {head} | {r['steps']} | {r['entity_macro_f1']:.4f} | {r['char_macro_f1']:.4f} | "
+            f"| {tokenizer} | {init} | {head} | {r['steps']} | {r['entity_macro_f1']:.4f} | {r['char_macro_f1']:.4f} | "
             f"{r['entity_micro_f1']:.4f} | {r['wall_s']:.0f} |"
         )
     print(f"\ntotal wall time {time.monotonic() - started:.0f} s, load average now {os.getloadavg()[0]:.1f}")
-    print(f"entity_macro_f1_pretrained_crf: {results['pretrained', 'crf']['entity_macro_f1']:.4f}")
+    print(f"entity_macro_f1_pretrained_crf: {results['mecab_wordpiece', 'pretrained', 'crf']['entity_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":
