@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bert_lm.hydra_setup import (
+from bert_lm.config.hydra_setup import (
     CONFIG_DIR,
     argv_for_ddp_worker,
     check_overrides,
@@ -24,9 +24,9 @@ from bert_lm.hydra_setup import (
     isolated_job_environment,
     setup_hydra,
 )
-from bert_lm.petitions_download import DownloadError
-from bert_lm.pretraining_run import pretrain
-from bert_lm.strategies import StrategyUnavailableError
+from bert_lm.corpus.petitions_download import DownloadError
+from bert_lm.training.pretraining_run import pretrain
+from bert_lm.training.strategies import StrategyUnavailableError
 
 # Bad input and impossible settings: our code raises these with a message that
 # names the file, line or key and what to do, so the traceback adds nothing.

@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bert_lm.hydra_setup import CONFIG_DIR
+from bert_lm.config.hydra_setup import CONFIG_DIR
 from finetune.ner_run import CONFIG_NAME, check_finetune_overrides, finetune, setup_finetune_hydra
 
 setup_finetune_hydra()

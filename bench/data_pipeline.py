@@ -7,7 +7,7 @@ and tokenized with a Mecab-aware WordPiece of 20,000 pieces trained on it:
 
 (a) examples/s of PretrainingDataModule's train loader at model=small settings (max_len 128,
     batch 64, NSP, 15 % masking), with 0 and 2 workers, against the examples/s one training
-    step of the small BERT (bert_lm.modeling, H=256, L=2, forward + backward + AdamW) consumes.
+    step of the small BERT (bert_lm.models.bert, H=256, L=2, forward + backward + AdamW) consumes.
     Target: loader >= 20x the consumption rate.
 (b) peak RSS growth of a fresh process while it iterates one epoch (num_workers=0, so all the
     work is in the measured process) over the ~10 MB corpus and over a >= 1 GB corpus, next to
@@ -75,7 +75,7 @@ def child_ours(cache_dir: str, tokenizer_dir: str, plan_root: str, max_seconds: 
     from bert_lm.data.masking import MlmMasker, PretrainingCollator
     from bert_lm.data.pretraining_examples import PretrainingDataset
     from bert_lm.data.token_cache import TokenCache
-    from bert_lm.tokenization import KoreanTokenizer
+    from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 
     tokenizer = KoreanTokenizer.load(tokenizer_dir)
     masker = MlmMasker(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.special_ids)
@@ -196,9 +196,9 @@ def run_child(*args) -> dict:
 
 def prepare(work: Path) -> tuple[Path, Path, float]:
     """Prepared corpus (train = all of petitions, ~10 MB) and a Mecab WordPiece trained on it."""
-    from bert_lm.prepare_corpus import PrepareSettings, prepare_corpus
-    from bert_lm.text_cleaning import CleaningConfig
-    from bert_lm.tokenization import KoreanTokenizer
+    from bert_lm.corpus.cleaning import CleaningConfig
+    from bert_lm.corpus.prepare import PrepareSettings, prepare_corpus
+    from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 
     settings = PrepareSettings(
         source="petitions", root=str(PETITIONS), file_pattern="petitions_*", split_sentences=True
@@ -236,10 +236,10 @@ def training_step_rate(datamodule, vocab_size: int) -> tuple[float, str]:
     model_yaml = yaml.safe_load((REPO_ROOT / "conf" / "model" / "small.yaml").read_text())
     model_yaml.pop("defaults", None)
     try:
-        from bert_lm.modeling import BertConfig, BertForPreTraining
+        from bert_lm.models.bert import BertConfig, BertForPreTraining
 
         model = BertForPreTraining(BertConfig(**{**model_yaml, "vocab_size": vocab_size})).train()
-        which = "bert_lm.modeling.BertForPreTraining (model=small)"
+        which = "bert_lm.models.bert.BertForPreTraining (model=small)"
     except ImportError:  # the model is another helper's file; a same-size stand-in if it is absent
         from transformers import BertConfig as HFConfig
         from transformers import BertForPreTraining as HFBert

@@ -30,7 +30,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import BertForPreTraining
 
-from bert_lm.pretraining_run import load_pretraining_weights
+from bert_lm.training.pretraining_run import load_pretraining_weights
 
 run_dir, db, peak = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 # The DeepSpeed checkpoint is a directory: loading converts it to one fp32 file.

@@ -125,7 +125,7 @@ def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from bert_lm.hydra_setup import CONFIG_DIR
+    from bert_lm.config.hydra_setup import CONFIG_DIR
     from finetune.ner_run import finetune, setup_finetune_hydra
 
     overrides = [

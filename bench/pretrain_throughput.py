@@ -34,7 +34,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops  # noqa: E402
+from bert_lm.models.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops  # noqa: E402
 
 VOCAB_SIZE = 20_000
 BATCH, SEQ_LEN = 64, 128

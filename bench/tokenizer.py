@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bert_lm import mecab_segmenter  # noqa: E402
-from bert_lm.prepare_corpus import PrepareSettings, prepare_corpus  # noqa: E402
-from bert_lm.text_cleaning import CleaningConfig  # noqa: E402
-from bert_lm.tokenization import KoreanTokenizer  # noqa: E402
+from bert_lm.corpus.cleaning import CleaningConfig  # noqa: E402
+from bert_lm.corpus.prepare import PrepareSettings, prepare_corpus  # noqa: E402
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer  # noqa: E402
 from finetune.alignment import span_recovery  # noqa: E402
 from finetune.klue_ner import read_klue_ner  # noqa: E402
 
@@ -142,7 +142,7 @@ def main() -> None:
             f"{name:<10} {r['train_s']:>8.1f} {r['lines_s']:>10,.0f} {r['chars_s']:>12,.0f} "
             f"{r['tokens_per_word']:>9.2f} {100 * r['unk_rate']:>8.4f}"
         )
-    tagger = mecab_segmenter._get_tagger()
+    tagger = mecab_segmenter._marked_tagger()
     started = time.perf_counter()
     for line in lines:
         tagger.parse(line)

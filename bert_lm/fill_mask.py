@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from bert_lm.hf_interop import import_hf
-from bert_lm.modeling import BertForPreTraining
-from bert_lm.pretraining_run import HF_EXPORT_DIR
-from bert_lm.tokenization import KoreanTokenizer
+from bert_lm.models.bert import BertForPreTraining
+from bert_lm.models.hf_interop import import_hf
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.training.run_support import HF_EXPORT_DIR
 
 
 @dataclass(frozen=True)

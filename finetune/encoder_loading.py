@@ -10,11 +10,11 @@ Three kinds of source, told apart by what the path holds:
   directory is consolidated first): weights from its ``state_dict``; the tokenizer from ``<run dir>/hf_export`` next to it
   (``<run dir>/checkpoints/x.ckpt``), or the explicit tokenizer directory;
 * **an HF-format directory** (``config.json`` + ``model.safetensors`` or
-  ``pytorch_model.bin``, as :func:`bert_lm.hf_interop.export_hf` writes it): the
+  ``pytorch_model.bin``, as :func:`bert_lm.models.hf_interop.export_hf` writes it): the
   tokenizer from the same directory, or the explicit one.
 
 An explicit ``tokenizer_dir`` always wins. The tokenizer must be one saved by
-:class:`bert_lm.tokenization.KoreanTokenizer` (``tokenizer.json`` +
+:class:`bert_lm.tokenizer.korean_tokenizer.KoreanTokenizer` (``tokenizer.json`` +
 ``bert_lm_tokenizer.json``) and its vocabulary must match the encoder's
 embedding matrix. Nothing is executed from a checkpoint: ``.ckpt`` and ``.bin``
 files are read with ``torch.load(weights_only=True)``.
@@ -27,10 +27,10 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from bert_lm.hf_interop import import_hf
-from bert_lm.modeling import BertModel
-from bert_lm.pretraining_run import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
-from bert_lm.tokenization import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
+from bert_lm.models.bert import BertModel
+from bert_lm.models.hf_interop import import_hf
+from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
+from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _EXPECTED = (

@@ -31,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bert_lm.tokenization import KoreanTokenizer, TokenizedText
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer, TokenizedText
 from finetune.alignment import (
     char_tags_to_token_tags,
     make_windows,

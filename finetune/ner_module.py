@@ -14,7 +14,7 @@ Both heads read every position inside the attention mask ([CLS] and [SEP] carry
 :class:`NerModule` -- optimisation and evaluation. AdamW with separate learning
 rates for the encoder and for the head (emission layer + CRF), no weight decay on
 biases, LayerNorm weights and CRF scores, linear warmup then linear decay
-(:func:`bert_lm.pretraining_module.warmup_schedule`). Validation decodes every
+(:func:`bert_lm.training.pretraining_module.warmup_schedule`). Validation decodes every
 window, merges windows per sentence, turns token tags into character tags and
 scores the whole evaluation split at epoch end with
 :func:`finetune.metrics.klue_ner_metrics`, logged as ``val/entity_macro_f1``,
@@ -40,8 +40,8 @@ import torchmetrics
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from bert_lm.modeling import BertConfig, BertModel, init_bert_weights
-from bert_lm.pretraining_module import warmup_schedule
+from bert_lm.models.bert import BertConfig, BertModel, init_bert_weights
+from bert_lm.training.pretraining_module import warmup_schedule
 from finetune.crf import CRFTagger
 from finetune.metrics import klue_ner_metrics
 from finetune.ner_data import IGNORE_LABEL, char_tags_from_windows

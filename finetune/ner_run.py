@@ -33,12 +33,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from bert_lm.config_schema import explain_config_error
-from bert_lm.corpus_pipeline import ensure_tokenizer
-from bert_lm.hydra_setup import check_overrides, setup_hydra
-from bert_lm.modeling import BertConfig
-from bert_lm.prepare_corpus import TRAIN_FILE
-from bert_lm.pretraining_run import (
+from bert_lm.config.hydra_setup import check_overrides, setup_hydra
+from bert_lm.config.schema import explain_config_error
+from bert_lm.corpus.prepare import TRAIN_FILE
+from bert_lm.models.bert import BertConfig
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.training.corpus_pipeline import ensure_tokenizer
+from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     ConfigError,
     build_logger,
@@ -46,8 +47,7 @@ from bert_lm.pretraining_run import (
     check_writable,
     log_config_params,
 )
-from bert_lm.strategies import check_strategy_runnable
-from bert_lm.tokenization import KoreanTokenizer
+from bert_lm.training.strategies import check_strategy_runnable
 from finetune.download import download_klue_ner, find_local_files
 from finetune.encoder_loading import load_encoder, resolve_source
 from finetune.klue_ner import KLUE_NER_LABELS, NerSentence, format_klue_ner, read_klue_ner
@@ -107,7 +107,7 @@ _FINETUNE_SCHEMAS = {"TaskSchema": TaskSchema, "FinetuneSchema": FinetuneSchema}
 
 
 def setup_finetune_hydra() -> None:
-    """:func:`bert_lm.hydra_setup.setup_hydra` plus the task and finetune group schemas."""
+    """:func:`bert_lm.config.hydra_setup.setup_hydra` plus the task and finetune group schemas."""
     setup_hydra()
     store = ConfigStore.instance()
     store.store(group="task", name="task_schema", node=TaskSchema)
@@ -115,7 +115,7 @@ def setup_finetune_hydra() -> None:
 
 
 def _explain(message: str) -> str | None:
-    # bert_lm.config_schema knows the pretraining groups; add the two of this job.
+    # bert_lm.config.schema knows the pretraining groups; add the two of this job.
     return explain_config_error(
         message, schemas=_FINETUNE_SCHEMAS, group_schemas={"task": TaskSchema, "finetune": FinetuneSchema}
     )
@@ -217,7 +217,7 @@ class EncoderChoice:
     random init), its tokenizer and a one-line description for logs and MLflow."""
 
     config: dict
-    weights: object | None  # bert_lm.modeling.BertModel
+    weights: object | None  # bert_lm.models.bert.BertModel
     tokenizer_dir: Path
     description: str
 

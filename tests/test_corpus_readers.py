@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from bert_lm.corpus_readers import CorpusFormatError, list_corpus_files, read_documents, read_petitions, read_plain_text
+from bert_lm.corpus.readers import CorpusFormatError, list_corpus_files, read_documents, read_petitions, read_plain_text
 from tests.conftest import SAMPLE_CORPUS, shared_data_path
 
 

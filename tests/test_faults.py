@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 
-from bert_lm.pretraining_run import ConfigError, check_writable, pretrain
+from bert_lm.training.pretraining_run import ConfigError, check_writable, pretrain
 from tests.conftest import REPO_ROOT
 from tests.test_run_pretraining import compose_config, tiny_overrides
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bert_lm.fill_mask import fill_mask, load_for_fill_mask, main
-from bert_lm.hf_interop import export_hf
-from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.hf_interop import export_hf
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from bert_lm.hf_interop import export_hf
-from bert_lm.hydra_setup import CONFIG_DIR
-from bert_lm.modeling import BertConfig, BertForPreTraining
-from bert_lm.pretraining_run import ConfigError
+from bert_lm.config.hydra_setup import CONFIG_DIR
+from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.hf_interop import export_hf
+from bert_lm.training.run_support import ConfigError
 from finetune import predict
 from finetune.ner_run import check_finetune_config, check_finetune_overrides, finetune, setup_finetune_hydra
 from tests.conftest import REPO_ROOT

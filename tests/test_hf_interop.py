@@ -10,8 +10,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from bert_lm.hf_interop import export_hf, import_hf
-from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.hf_interop import export_hf, import_hf
 
 TINY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
@@ -106,7 +106,7 @@ def test_import_masked_lm_checkpoint_initialises_nsp(tmp_path, caplog):
     torch.manual_seed(0)
     hf = transformers.BertForMaskedLM(hf_config(config)).eval()
     hf.save_pretrained(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="bert_lm.hf_interop"):
+    with caplog.at_level(logging.WARNING, logger="bert_lm.models.hf_interop"):
         ours = import_hf(tmp_path).eval()
     for key in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
         assert key in caplog.text

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from bert_lm.pretraining_run import pretrain
+from bert_lm.training.pretraining_run import pretrain
 from tests.test_run_pretraining import compose_config, tiny_overrides
 
 EXPERIMENT = "bert-lm-pretraining"

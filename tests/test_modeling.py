@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from bert_lm.modeling import (
+from bert_lm.models.bert import (
     IGNORE_INDEX,
     BertConfig,
     BertForPreTraining,

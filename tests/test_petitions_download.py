@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from bert_lm.petitions_download import DownloadError, download_petitions
+from bert_lm.corpus.petitions_download import DownloadError, download_petitions
 
 
 def test_offline_fails_fast_and_names_local_option(tmp_path):

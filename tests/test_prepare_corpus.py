@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bert_lm.prepare_corpus import PrepareSettings, format_stats, is_prepared, prepare_corpus, prepared_dir_for
-from bert_lm.text_cleaning import CleaningConfig
+from bert_lm.corpus.cleaning import CleaningConfig
+from bert_lm.corpus.prepare import PrepareSettings, format_stats, is_prepared, prepare_corpus, prepared_dir_for
 from tests.conftest import SAMPLE_CORPUS
 
 

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from bert_lm.hydra_setup import CONFIG_DIR, check_overrides, setup_hydra
-from bert_lm.pretraining_run import ConfigError, check_config, pretrain, resolve_resume
+from bert_lm.config.hydra_setup import CONFIG_DIR, check_overrides, setup_hydra
+from bert_lm.training.pretraining_run import ConfigError, check_config, pretrain, resolve_resume
 from tests.conftest import REPO_ROOT
 
 

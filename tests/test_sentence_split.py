@@ -1,6 +1,6 @@
 import pytest
 
-from bert_lm.sentence_split import split_sentences
+from bert_lm.corpus.sentence_split import split_sentences
 
 
 @pytest.mark.parametrize(

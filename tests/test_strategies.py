@@ -4,8 +4,8 @@ import pytest
 import torch
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
-from bert_lm.pretraining_module import PretrainingModule
-from bert_lm.strategies import StrategyUnavailableError, build_strategy, check_strategy_runnable
+from bert_lm.training.pretraining_module import PretrainingModule
+from bert_lm.training.strategies import StrategyUnavailableError, build_strategy, check_strategy_runnable
 from tests.test_run_pretraining import compose_config
 
 

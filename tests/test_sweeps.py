@@ -5,7 +5,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from bert_lm.hydra_setup import DDP_JOB_ENV, argv_for_ddp_worker, export_job_for_ddp_workers
+from bert_lm.config.hydra_setup import DDP_JOB_ENV, argv_for_ddp_worker, export_job_for_ddp_workers
 from tests.conftest import REPO_ROOT
 
 

@@ -2,7 +2,7 @@ import unicodedata
 
 import pytest
 
-from bert_lm.text_cleaning import CleaningConfig, DuplicateFilter, TextCleaner
+from bert_lm.corpus.cleaning import CleaningConfig, DuplicateFilter, TextCleaner
 
 
 def test_decomposed_hangul_comes_out_composed():

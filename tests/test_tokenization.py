@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bert_lm import mecab_segmenter
-from bert_lm.tokenization import SPECIAL_TOKENS, KoreanTokenizer
+from bert_lm.tokenizer import mecab_segmenter
+from bert_lm.tokenizer.korean_tokenizer import SPECIAL_TOKENS, KoreanTokenizer
 
 # Random text over the alphabets a Korean corpus mixes: Hangul syllables and
 # compatibility jamo, Latin, digits, punctuation (# included), emoji, spaces.
@@ -244,8 +244,8 @@ def test_segmentation_agrees_with_mecab_in_context_on_petitions(tmp_path):
     from tests.conftest import shared_data_path
 
     root = shared_data_path("korean_petitions")
-    from bert_lm.prepare_corpus import PrepareSettings, prepare_corpus
-    from bert_lm.text_cleaning import CleaningConfig
+    from bert_lm.corpus.cleaning import CleaningConfig
+    from bert_lm.corpus.prepare import PrepareSettings, prepare_corpus
 
     settings = PrepareSettings(
         source="petitions", root=str(root), file_pattern="petitions_2017-08", split_sentences=True, valid_ratio=0.0

@@ -240,7 +240,7 @@ class PretrainingDataModule(pl.LightningDataModule):
         self._loader_state: dict | None = None  # restored from a checkpoint, not yet handed on
 
     def _load_tokenizer(self):
-        from bert_lm.tokenization import KoreanTokenizer  # the lead's module; imported when used
+        from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer  # the lead's module; imported when used
 
         return KoreanTokenizer.load(self.tokenizer_dir)
 

@@ -57,7 +57,7 @@ class TokenCacheError(ValueError):
 
 
 class CorpusTokenizer(Protocol):
-    """The part of `bert_lm.tokenization.KoreanTokenizer` that building a cache needs."""
+    """The part of `bert_lm.tokenizer.korean_tokenizer.KoreanTokenizer` that building a cache needs."""
 
     vocab_size: int
 

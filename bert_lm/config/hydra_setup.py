@@ -21,9 +21,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from bert_lm.config_schema import explain_config_error, register_schemas
+from bert_lm.config.schema import explain_config_error, register_schemas
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
 # Set by a job for the DDP worker processes Lightning starts: that job's exact
 # overrides and run directory.

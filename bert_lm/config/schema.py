@@ -69,7 +69,7 @@ class TokenizerSchema:
 
 @dataclass
 class ModelSchema:
-    """Fields of :class:`bert_lm.modeling.BertConfig` (HF names)."""
+    """Fields of :class:`bert_lm.models.bert.BertConfig` (HF names)."""
 
     vocab_size: int | None = None  # from the tokenizer at run time
     hidden_size: int = 256

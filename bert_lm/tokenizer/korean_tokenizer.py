@@ -6,7 +6,7 @@ WhitespaceSplit pre-tokenizer, a WordPiece model with the ``##`` continuation
 prefix, and the WordPiece decoder without its "cleanup" (which would glue
 punctuation and break decode(encode(x)) == x).
 
-* ``mecab=True``: :mod:`bert_lm.mecab_segmenter` first turns ``국가의`` into
+* ``mecab=True``: :mod:`bert_lm.tokenizer.mecab_segmenter` first turns ``국가의`` into
   ``국가 ##의``, analysing each line as one sentence (a word's morphemes depend
   on its neighbours); each morpheme is one WordPiece input word. WhitespaceSplit and not
   ``BertPreTokenizer``: the latter treats ``#`` as punctuation and would split
@@ -34,7 +34,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 
-from bert_lm import mecab_segmenter
+from bert_lm.tokenizer import mecab_segmenter
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOD]")
 TOKENIZER_FILE = "tokenizer.json"

@@ -9,7 +9,7 @@ changes the result (so a changed corpus or setting never reuses a stale split):
 The directory is written under a temporary name and renamed when complete, so an
 interrupted run never leaves a half-written corpus that a later run would trust.
 
-Usage on its own: ``python -m bert_lm.prepare_corpus data=petitions data.root=<dir>``
+Usage on its own: ``python -m bert_lm.corpus.prepare data=petitions data.root=<dir>``
 (any ``run.py`` data override works).
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bert_lm.corpus_readers import EOD, list_corpus_files, read_documents
-from bert_lm.sentence_split import split_sentences
-from bert_lm.text_cleaning import CleaningConfig, DuplicateFilter, TextCleaner
+from bert_lm.corpus.cleaning import CleaningConfig, DuplicateFilter, TextCleaner
+from bert_lm.corpus.readers import EOD, list_corpus_files, read_documents
+from bert_lm.corpus.sentence_split import split_sentences
 
 TRAIN_FILE, VALID_FILE, STATS_FILE = "train.txt", "valid.txt", "stats.json"
 # Bump when cleaning or splitting code changes what a prepared corpus holds.

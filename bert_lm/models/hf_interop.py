@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from bert_lm.modeling import BertConfig, BertForPreTraining
+from bert_lm.models.bert import BertConfig, BertForPreTraining
 
 log = logging.getLogger(__name__)
 

@@ -8,34 +8,31 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
 
-from bert_lm.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
 from bert_lm.data.datamodule import PretrainingDataModule
-from bert_lm.hf_interop import export_hf, import_hf
-from bert_lm.hydra_setup import PROJECT_ROOT
-from bert_lm.modeling import BertConfig, BertForPreTraining
-from bert_lm.pretraining_module import PretrainingModule
-from bert_lm.strategies import build_strategy, check_strategy_runnable, consolidated_checkpoint
-from bert_lm.tokenization import KoreanTokenizer
+from bert_lm.models.bert import BertConfig
+from bert_lm.models.hf_interop import export_hf, import_hf
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.training.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
+from bert_lm.training.pretraining_module import PretrainingModule
+from bert_lm.training.run_support import (
+    CHECKPOINT_DIR,
+    HF_EXPORT_DIR,
+    ConfigError,
+    build_logger,
+    build_trainer,
+    check_writable,
+    load_pretraining_weights,
+    log_config_params,
+)
+from bert_lm.training.strategies import check_strategy_runnable
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-HF_EXPORT_DIR = "hf_export"
-MLFLOW_RUN_ID_FILE = "mlflow_run_id"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before any data work."""
-
 
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
@@ -55,18 +52,6 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.data.max_len < 8:
         raise ConfigError(f"data.max_len={cfg.data.max_len}: must be at least 8")
     check_strategy_runnable(cfg.strategy)
-
-
-def check_writable(directory: str | Path, key: str) -> None:
-    """An unwritable output directory is reported before hours of training, not after."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"{key}={directory} is not writable ({err.strerror}): choose another directory") from None
 
 
 def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
@@ -91,31 +76,6 @@ def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
         run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
         return path, run_dir
     raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# Overrides that say where things go, not what is trained: left out of run names.
-_NOT_IN_RUN_NAME = ("ckpt_path", "paths.", "logger.", "hydra.", "callbacks.", "trainer.enable_progress_bar")
-
-
-def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
-    """MLflow logger; a resumed run continues the MLflow run it started."""
-    run_id_file = run_dir / MLFLOW_RUN_ID_FILE
-    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    run_name = cfg.logger.get("run_name") or ",".join(
-        o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)) or "defaults"
-    tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
-    logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
-    if rank_zero_only.rank == 0:  # other DDP ranks hold a dummy experiment
-        run_id_file.write_text(logger.run_id)
-    return logger
 
 
 def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -> PretrainingDataModule:
@@ -156,26 +116,6 @@ def build_module(cfg: DictConfig, tokenizer: KoreanTokenizer) -> PretrainingModu
     return module
 
 
-def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
-    callbacks = []
-    for name, callback_cfg in cfg.callbacks.items():
-        if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
-            continue  # Lightning refuses a progress-bar callback when the bar is off
-        overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
-        callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
-    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                   strategy=build_strategy(cfg.strategy))
-
-
-def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
-    """BertForPreTraining from one of our Lightning checkpoints (plain containers only)."""
-    state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True)
-    model = BertForPreTraining(BertConfig(**state["hyper_parameters"]["model_config"]))
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(weights)
-    return model
-
-
 def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, best_ckpt: str | None,
                   hf_dir: Path) -> None:
     client, run_id = logger.experiment, logger.run_id
@@ -187,34 +127,6 @@ def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, b
         # The best checkpoint, once: not every checkpoint Lightning wrote.
         client.log_artifact(run_id, best_ckpt, "checkpoints")
     client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a/b": 1}: the key style MLFlowLogger uses for nested params."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def log_config_params(logger, cfg: DictConfig) -> None:
-    """The flattened config as MLflow params.
-
-    MLflow refuses to change a logged param, and a resumed run continues its MLflow
-    run: settings that differ on resume (max_steps, ckpt_path) are kept as
-    ``resume/<key>`` tags instead, so the history says what changed.
-    """
-    if rank_zero_only.rank != 0:
-        return
-    params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
-    logged = logger.experiment.get_run(logger.run_id).data.params
-    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
-    logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
-    for key, value in changed.items():
-        logger.experiment.set_tag(logger.run_id, f"resume/{key}", value[:5000])
 
 
 def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """The pretraining system: BertForPreTraining + objectives, metrics, optimizer, schedule.
 
-The model (:mod:`bert_lm.modeling`) stays plain PyTorch; this LightningModule owns
+The model (:mod:`bert_lm.models.bert`) stays plain PyTorch; this LightningModule owns
 what belongs to training. Hyperparameters are saved as plain containers (a
 ``DictConfig`` in hparams makes ``torch.load(weights_only=True)`` fail).
 
@@ -22,7 +22,7 @@ import torch
 import torchmetrics
 from torch.optim.lr_scheduler import LambdaLR
 
-from bert_lm.modeling import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops
+from bert_lm.models.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops
 
 SPLITS = ("train", "val")
 # ModuleDict keys cannot be "train" (nn.Module.train exists): metrics live under "<split>_metrics".

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from bert_lm.mecab_segmenter import last_pos_tag
+from bert_lm.corpus.mecab_tagger import last_pos_tag
 
 _OPENERS = {"“": "”", "‘": "’", "(": ")", "[": "]", "{": "}", "「": "」", "『": "』", "《": "》", "〈": "〉"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}

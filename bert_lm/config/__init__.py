@@ -1,0 +1,1 @@
+"""Hydra setup and the structured config schema shared by both entry points."""

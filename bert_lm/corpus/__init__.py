@@ -1,0 +1,1 @@
+"""Corpus stage: read sources, clean, split sentences, prepare train/valid text."""

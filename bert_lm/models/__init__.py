@@ -1,0 +1,1 @@
+"""Models: BERT with HF parameter names, and HF import/export."""

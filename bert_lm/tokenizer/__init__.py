@@ -1,0 +1,1 @@
+"""Tokenizer stage: the Mecab step and the Mecab-aware WordPiece tokenizer."""

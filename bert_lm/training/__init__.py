@@ -1,0 +1,1 @@
+"""Training stage: the LightningModule, the pretraining run's steps, strategies, callbacks."""

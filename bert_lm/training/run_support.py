@@ -1,0 +1,117 @@
+"""What every training job shares, pretraining and finetuning alike: run-directory
+names, output checks, the MLflow logger, the Trainer with the configured callbacks
+and strategy, config params in MLflow, and loading weights from our checkpoints.
+
+Lives apart from :mod:`bert_lm.training.pretraining_run` so that finetuning needs
+nothing from the pretraining orchestrator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from bert_lm.config.hydra_setup import PROJECT_ROOT
+from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
+
+CHECKPOINT_DIR = "checkpoints"
+HF_EXPORT_DIR = "hf_export"
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any data work."""
+
+
+def check_writable(directory: str | Path, key: str) -> None:
+    """An unwritable output directory is reported before hours of training, not after."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{key}={directory} is not writable ({err.strerror}): choose another directory") from None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# Overrides that say where things go, not what is trained: left out of run names.
+_NOT_IN_RUN_NAME = ("ckpt_path", "paths.", "logger.", "hydra.", "callbacks.", "trainer.enable_progress_bar")
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
+    """MLflow logger; a resumed run continues the MLflow run it started."""
+    run_id_file = run_dir / MLFLOW_RUN_ID_FILE
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    run_name = cfg.logger.get("run_name") or ",".join(
+        o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)) or "defaults"
+    tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
+    logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
+    if rank_zero_only.rank == 0:  # other DDP ranks hold a dummy experiment
+        run_id_file.write_text(logger.run_id)
+    return logger
+
+
+def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
+    callbacks = []
+    for name, callback_cfg in cfg.callbacks.items():
+        if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
+            continue  # Lightning refuses a progress-bar callback when the bar is off
+        overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
+        callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
+    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                                   strategy=build_strategy(cfg.strategy))
+
+
+def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
+    """BertForPreTraining from one of our Lightning checkpoints (plain containers only)."""
+    state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True)
+    model = BertForPreTraining(BertConfig(**state["hyper_parameters"]["model_config"]))
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return model
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a/b": 1}: the key style MLFlowLogger uses for nested params."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def log_config_params(logger, cfg: DictConfig) -> None:
+    """The flattened config as MLflow params.
+
+    MLflow refuses to change a logged param, and a resumed run continues its MLflow
+    run: settings that differ on resume (max_steps, ckpt_path) are kept as
+    ``resume/<key>`` tags instead, so the history says what changed.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
+    logged = logger.experiment.get_run(logger.run_id).data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
+    for key, value in changed.items():
+        logger.experiment.set_tag(logger.run_id, f"resume/{key}", value[:5000])
+
+
