@@ -1,5 +1,16 @@
 """BERT encoder and pretraining heads in plain PyTorch, named like HF transformers.
 
+One encoder serves three families, told apart by ``BertConfig.model_type``; what
+differs between them is arithmetic in a few places, and key names (mapped in
+:mod:`bert_lm.models.families`):
+
+* ``bert``: positions 0..T-1; the MLM head's activation is ``hidden_act``;
+* ``roberta``: positions count real tokens from ``pad_token_id + 1`` (HF's
+  ``create_position_ids_from_input_ids``), one token type, GELU in the MLM head;
+* ``electra``: embeddings of ``embedding_size`` projected to ``hidden_size`` by
+  ``embeddings_project`` when the two differ; the generator's MLM head maps the
+  hidden size back down to ``embedding_size`` (GELU), tied to the embeddings.
+
 Every module and parameter carries the name it has in `transformers.BertForPreTraining`, so the
 state dict keys are identical and `hf_interop` copies weights key for key with shape checks.
 The arithmetic is HF's (post-LN, exact GELU, same init); the differences only change speed:
@@ -25,6 +36,10 @@ from torch import nn
 
 # Label value for positions that take no part in the MLM loss (HF's and CrossEntropyLoss's default).
 IGNORE_INDEX = -100
+
+# Supported HF model types, with the architecture our export writes for each: BERT keeps
+# its NSP head; RoBERTa has none, and an ELECTRA trained with MLM is a generator.
+MODEL_TYPES = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM", "electra": "ElectraForMaskedLM"}
 
 # HF's `hidden_act` names we support. "gelu" is exact (erf) GELU, as in the original BERT.
 ACTIVATIONS = {
@@ -52,6 +67,8 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    model_type: str = "bert"
+    embedding_size: int | None = None  # ELECTRA: None means hidden_size
 
     def __post_init__(self) -> None:
         self.validate()
@@ -69,8 +86,14 @@ class BertConfig:
                 fail(key, "must be a positive int")
         if self.hidden_size % self.num_attention_heads != 0:
             fail("hidden_size", f"must be divisible by num_attention_heads={self.num_attention_heads}")
-        if not 1 <= self.max_position_embeddings <= 512:
-            fail("max_position_embeddings", "must be in [1, 512]")
+        if self.model_type not in MODEL_TYPES:
+            fail("model_type", f"must be one of {list(MODEL_TYPES)}")
+        if not 1 <= self.max_position_embeddings <= 4096:
+            fail("max_position_embeddings", "must be in [1, 4096]")
+        if self.max_position_embeddings <= self.position_offset:
+            fail("max_position_embeddings", f"leaves no position after the offset {self.position_offset}")
+        if self.embedding_size is not None and (not isinstance(self.embedding_size, int) or self.embedding_size < 1):
+            fail("embedding_size", "must be a positive int or None (= hidden_size)")
         if self.hidden_act not in ACTIVATIONS:
             fail("hidden_act", f"must be one of {sorted(ACTIVATIONS)}")
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -86,29 +109,58 @@ class BertConfig:
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def position_offset(self) -> int:
+        """RoBERTa numbers real tokens from pad_token_id + 1: that many positions are never used."""
+        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input the position table allows (512 for RoBERTa's 514 with pad id 1)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def head_act(self) -> str:
+        # HF's RoBERTa LM head and ELECTRA generator head hard-code exact GELU; BERT's follows hidden_act.
+        return self.hidden_act if self.model_type == "bert" else "gelu"
+
     def to_hf_dict(self) -> dict[str, Any]:
-        """The config.json content HF's `BertConfig` / `AutoModel` understand."""
-        return {
-            **asdict(self),
-            "model_type": "bert",
-            "architectures": ["BertForPreTraining"],
-            "position_embedding_type": "absolute",
-            "tie_word_embeddings": True,
-        }
+        """The config.json content HF's config class of ``model_type`` understands."""
+        hf = {k: v for k, v in asdict(self).items() if k != "embedding_size"}
+        if self.model_type == "electra":
+            hf["embedding_size"] = self.embedding_dim
+        if self.model_type == "roberta":
+            hf.update(bos_token_id=0, eos_token_id=2)
+        hf.update(architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute",
+                  tie_word_embeddings=True)
+        return hf
 
     @classmethod
     def from_hf_dict(cls, hf_dict: dict[str, Any]) -> BertConfig:
         """Build from a config.json dict, ignoring HF-only keys but refusing what we cannot run."""
-        if hf_dict.get("model_type", "bert") != "bert":
-            raise ValueError(f"model_type={hf_dict['model_type']!r}: only 'bert' checkpoints are supported")
+        model_type = hf_dict.get("model_type", "bert")
+        if model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"model_type={model_type!r}: supported model types are {', '.join(MODEL_TYPES)} "
+                "(BERT-style encoders with absolute positions)"
+            )
         if hf_dict.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"position_embedding_type={hf_dict['position_embedding_type']!r}: only 'absolute' is supported"
             )
         if hf_dict.get("is_decoder", False):
             raise ValueError("is_decoder=True: only bidirectional (encoder) BERT is supported")
+        if hf_dict.get("tie_word_embeddings", True) is False:
+            raise ValueError("tie_word_embeddings=False: untied output embeddings are not supported")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in hf_dict.items() if k in names})
+        values = {k: v for k, v in hf_dict.items() if k in names}
+        if model_type != "electra" or values.get("embedding_size") == values.get("hidden_size", 768):
+            values.pop("embedding_size", None)
+        return cls(**values)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -118,27 +170,37 @@ class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         # padding_idx as in HF: the pad row starts at zero and gets no gradient through the lookup.
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        dim = config.embedding_dim
+        self.word_embeddings = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, dim)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.roberta_positions = config.model_type == "roberta"
+        self.pad_token_id = config.pad_token_id
+        self.max_sequence_length = config.max_sequence_length
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
-        if seq_len > self.position_embeddings.num_embeddings:
+        if seq_len > self.max_sequence_length:
             raise ValueError(
-                f"sequence length {seq_len} > max_position_embeddings={self.position_embeddings.num_embeddings}"
+                f"sequence length {seq_len} > {self.max_sequence_length}, the longest that "
+                f"max_position_embeddings={self.position_embeddings.num_embeddings} allows"
             )
         # Positions are built per call rather than kept in a buffer: a buffer would either add a
         # state-dict key HF does not have (persistent) or be one more thing to keep on-device.
-        position_ids = torch.arange(seq_len, device=input_ids.device)  # (T,)
-        embeddings = self.word_embeddings(input_ids)  # (B, T, H)
+        if self.roberta_positions:
+            # HF's create_position_ids_from_input_ids: real tokens count from pad+1, pads sit on pad.
+            is_token = (input_ids != self.pad_token_id).int()  # (B, T)
+            position_ids = torch.cumsum(is_token, dim=1) * is_token + self.pad_token_id  # (B, T)
+        else:
+            position_ids = torch.arange(seq_len, device=input_ids.device)  # (T,)
+        embeddings = self.word_embeddings(input_ids)  # (B, T, E)
         if token_type_ids is None:
             embeddings = embeddings + self.token_type_embeddings.weight[0]  # segment A everywhere
         else:
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
-        embeddings = embeddings + self.position_embeddings(position_ids)  # (T, H) broadcasts over B
+        embeddings = embeddings + self.position_embeddings(position_ids)  # (T, E) or (B, T, E)
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -264,6 +326,9 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
+        # ELECTRA's small embeddings: projected up to the hidden size (HF's `electra.embeddings_project`).
+        if config.embedding_dim != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_dim, config.hidden_size)
         self.encoder = BertEncoder(config)
         # A head that never reads the pooler should drop it: unused parameters upset DDP.
         self.pooler = BertPooler(config) if add_pooling_layer else None
@@ -279,7 +344,9 @@ class BertModel(nn.Module):
 
         Returns (sequence_output (B, T, H), pooled_output (B, H) or None without a pooler).
         """
-        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if hasattr(self, "embeddings_project"):
+            hidden = self.embeddings_project(hidden)  # (B, T, H)
         key_mask = None
         if attention_mask is not None:
             # (B, 1, 1, T), True = may be attended to; broadcasts over heads and query positions.
@@ -296,9 +363,10 @@ class BertModel(nn.Module):
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # H -> E: the ELECTRA generator's head returns to the (tied) embedding size.
+        self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
+        self.act = ACTIVATIONS[config.head_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_dim, eps=config.layer_norm_eps)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.act(self.dense(hidden)))
@@ -310,7 +378,7 @@ class BertLMPredictionHead(nn.Module):
         self.transform = BertPredictionHeadTransform(config)
         # Output projection tied to the input embeddings (as in BERT), plus an output-only bias that
         # HF stores both as `cls.predictions.bias` and `cls.predictions.decoder.bias`: one Parameter.
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.embedding_dim, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.weight = word_embeddings.weight
         self.decoder.bias = self.bias
@@ -386,7 +454,10 @@ def training_matmul_flops(config: BertConfig, batch_size: int, seq_len: int, mlm
     tokens, hidden, inter = batch_size * seq_len, config.hidden_size, config.intermediate_size
     per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inter)  # QKV + attention output + FFN
     per_layer += 2 * 2 * batch_size * seq_len * seq_len * hidden  # QK^T and PV
-    heads = 2 * mlm_rows * (hidden * hidden + hidden * config.vocab_size)  # MLM transform + decoder
+    emb = config.embedding_dim
+    heads = 2 * mlm_rows * (hidden * emb + emb * config.vocab_size)  # MLM transform + decoder
+    if emb != hidden:
+        heads += 2 * tokens * emb * hidden  # ELECTRA's embeddings_project
     heads += 2 * batch_size * (hidden * hidden + 2 * hidden)  # pooler + NSP
     return 3.0 * (config.num_hidden_layers * per_layer + heads)
 

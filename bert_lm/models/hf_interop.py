@@ -1,7 +1,8 @@
-"""Export to / import from local HF transformers BERT directories (config.json + weights).
+"""Export to / import from local HF transformers directories (config.json + weights).
 
-Our parameter names equal HF's, so both directions are a key-for-key copy with shape checks.
-Only local directories are read: nothing here downloads.
+BERT, RoBERTa and ELECTRA checkpoints map onto our one module tree through
+:mod:`bert_lm.models.families`: both directions are a key-for-key copy with shape
+checks. Only local directories are read: nothing here downloads.
 """
 
 from __future__ import annotations
@@ -15,40 +16,59 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.families import FAMILIES, OUR_TIED_KEYS, Family, to_ours, to_theirs
 
 log = logging.getLogger(__name__)
 
-# Tied to other parameters (see BertLMPredictionHead); HF leaves them out of model.safetensors too.
-TIED_KEYS = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
 # Buffers that older HF versions saved and that we recompute per call.
-LEGACY_BUFFER_KEYS = ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
+LEGACY_BUFFER_SUFFIXES = (".embeddings.position_ids", ".embeddings.token_type_ids")
+# What a tokenizer directory may hold, ours or a published one's: the export copies
+# these and nothing else (never another checkpoint's weights or config.json).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "bert_lm_tokenizer.json",
+)
 
 
 def export_hf(model: BertForPreTraining, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
-    """Write config.json + model.safetensors (+ every file of tokenizer_dir) for HF `from_pretrained`.
+    """Write config.json + model.safetensors (+ the tokenizer files of tokenizer_dir) for HF `from_pretrained`.
 
-    The directory loads as HF `BertForPreTraining`, and as `BertForMaskedLM` / `BertModel` (which
-    ignore the heads they lack). Tensors keep the model's dtype.
+    The directory loads as the family's class (BERT: `BertForPreTraining`; RoBERTa:
+    `RobertaForMaskedLM`; ELECTRA: `ElectraForMaskedLM`, a generator) and through
+    `AutoModelForMaskedLM`. Tensors keep the model's dtype.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses tensors that share storage, so the tied copies are skipped; HF re-ties
+    family = FAMILIES[model.config.model_type]
+    # safetensors refuses tensors that share storage, so tied copies are skipped; HF re-ties
     # them on load from `tie_word_embeddings`. contiguous(): safetensors needs dense storage.
-    state = {
-        key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items() if key not in TIED_KEYS
-    }
+    state = {}
+    for key, tensor in model.state_dict().items():
+        theirs = to_theirs(family, key)
+        if theirs is not None:
+            state[theirs] = tensor.detach().cpu().contiguous()
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     hf_config = model.config.to_hf_dict()
     hf_config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
-        for path in Path(tokenizer_dir).iterdir():
-            if path.is_file() and path.name not in ("config.json", "model.safetensors"):
-                shutil.copy2(path, out_dir / path.name)
+        copy_tokenizer_files(tokenizer_dir, out_dir)
     return out_dir
+
+
+def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
+    """Copy the tokenizer files (and remote-code ``*.py`` files) of ``tokenizer_dir``."""
+    for path in Path(tokenizer_dir).iterdir():
+        if path.is_file() and (path.name in TOKENIZER_FILES or path.suffix == ".py"):
+            shutil.copy2(path, Path(out_dir) / path.name)
 
 
 def read_hf_state_dict(hf_dir: Path) -> dict[str, torch.Tensor]:
@@ -63,14 +83,15 @@ def read_hf_state_dict(hf_dir: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{hf_dir}: neither model.safetensors nor pytorch_model.bin found")
 
 
-def normalize_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the spellings found in published BERT checkpoints onto HF's current `BertForPreTraining` keys."""
-    if not any(key.startswith(("bert.", "cls.")) for key in state):
-        # A bare `BertModel` save has no "bert." prefix.
-        state = {f"bert.{key}": tensor for key, tensor in state.items()}
+def normalize_hf_keys(state: dict[str, torch.Tensor], family: Family) -> dict[str, torch.Tensor]:
+    """Map the spellings found in published checkpoints onto HF's current keys of ``family``."""
+    known_starts = (family.prefix + ".", *family.head_keys, *family.tied_keys, *family.ignored_keys)
+    if not any(key.startswith(known_starts) for key in state):
+        # A bare encoder save (`BertModel`, `ElectraModel`) has no prefix.
+        state = {f"{family.prefix}.{key}": tensor for key, tensor in state.items()}
     normalized = {}
     for key, tensor in state.items():
-        if key in LEGACY_BUFFER_KEYS:
+        if key.endswith(LEGACY_BUFFER_SUFFIXES):
             continue
         # TF-converted checkpoints name LayerNorm parameters gamma/beta.
         if key.endswith("LayerNorm.gamma"):
@@ -87,41 +108,55 @@ def copy_hf_state_dict(model: BertForPreTraining, state: dict[str, torch.Tensor]
     Raises ValueError naming the key on a shape mismatch, on a key the model does not have, and
     when a tied copy (decoder weight/bias) in the checkpoint differs from what it is tied to.
     """
-    state = normalize_hf_keys(state)
+    family = FAMILIES[model.config.model_type]
+    state = normalize_hf_keys(state, family)
+    for tied, original in family.tied_keys.items():
+        if tied in state and original in state and not torch.equal(state[tied], state[original]):
+            raise ValueError(f"{source}: {tied} differs from {original}; untied output layers are not supported")
+        if tied in state and original not in state:
+            state[original] = state[tied]  # e.g. only decoder.bias was saved
     targets = model.state_dict()  # tensors share storage with the parameters
-    for key, source_key in TIED_KEYS.items():
-        if key in state and source_key in state and not torch.equal(state[key], state[source_key]):
-            raise ValueError(f"{source}: {key} differs from {source_key}; untied output layers are not supported")
+    loaded: set[str] = set()
     for key, tensor in state.items():
-        if key in TIED_KEYS and TIED_KEYS[key] in state:
+        ours = to_ours(family, key)
+        if ours is None:
             continue
-        if key not in targets:
-            raise ValueError(f"{source}: unexpected key {key!r} (not a BertForPreTraining parameter)")
-        if tuple(tensor.shape) != tuple(targets[key].shape):
+        if ours not in targets:
+            raise ValueError(f"{source}: unexpected key {key!r} (no {family.model_type} encoder or MLM-head parameter)")
+        if tuple(tensor.shape) != tuple(targets[ours].shape):
             raise ValueError(
-                f"{source}: shape mismatch for {key}: checkpoint {tuple(tensor.shape)}, model {tuple(targets[key].shape)}"
+                f"{source}: shape mismatch for {key}: checkpoint {tuple(tensor.shape)}, model {tuple(targets[ours].shape)}"
             )
         with torch.no_grad():
-            targets[key].copy_(tensor)
-    covered = set(state)
-    for key, source_key in TIED_KEYS.items():  # a tied pair is covered when either half was loaded
-        if key in covered or source_key in covered:
-            covered |= {key, source_key}
-    return sorted(set(targets) - covered)
+            targets[ours].copy_(tensor)
+        loaded.add(ours)
+    for key, original in OUR_TIED_KEYS.items():  # a tied pair is covered when its original was loaded
+        if original in loaded:
+            loaded.add(key)
+    return sorted(set(targets) - loaded)
+
+
+def read_hf_config(hf_dir: str | Path) -> BertConfig:
+    """Our config for a local HF directory; ValueError naming the key for what we cannot run."""
+    config_path = Path(hf_dir) / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{hf_dir}: no config.json")
+    try:
+        return BertConfig.from_hf_dict(json.loads(config_path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from None
 
 
 def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> BertForPreTraining:
-    """Load a local HF BERT directory (BertForPreTraining, BertForMaskedLM or BertModel) as ours.
+    """Load a local HF BERT, RoBERTa or ELECTRA directory (pretraining, masked-LM or bare encoder) as ours.
 
-    Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint) keep their fresh
-    initialisation; their keys are logged as a warning. Missing encoder weights are an error. Like any new module the model is in train
-    mode: call .eval() for inference.
+    Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint, the MLM head of an
+    ELECTRA discriminator) keep their fresh initialisation; their keys are logged as a warning.
+    Missing encoder weights are an error. Like any new module the model is in train mode: call
+    .eval() for inference.
     """
     hf_dir = Path(hf_dir)
-    config_path = hf_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{hf_dir}: no config.json")
-    config = BertConfig.from_hf_dict(json.loads(config_path.read_text()))
+    config = read_hf_config(hf_dir)
     if expected_vocab_size is not None and config.vocab_size != expected_vocab_size:
         raise ValueError(
             f"{hf_dir}: checkpoint vocab_size={config.vocab_size} but the tokenizer has "
@@ -130,11 +165,11 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
     model = BertForPreTraining(config)
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
     # Heads may be new; an encoder with random layers would train and score silently wrong.
-    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings.", "bert.encoder."))]
+    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings", "bert.encoder."))]
     if missing_encoder:
         raise ValueError(
             f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "
-            "it is not a complete BERT encoder; check the directory or its config.json"
+            "it is not a complete encoder; check the directory or its config.json"
         )
     if initialized:
         log.warning("%s: %d keys not in the checkpoint, freshly initialised: %s", hf_dir, len(initialized), initialized)

@@ -1,0 +1,151 @@
+"""RoBERTa and ELECTRA checkpoints written by transformers itself load into our model and
+compute what transformers computes; our exports of each family load back with no missing or
+unexpected keys and the same logits."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import transformers
+from safetensors import safe_open
+
+from bert_lm.models.bert import BertConfig
+from bert_lm.models.hf_interop import export_hf, import_hf
+
+SIZES = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+TOLERANCE = 1e-5
+
+
+def batch(pad_id: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, SIZES["vocab_size"], (3, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    input_ids[1, 8:] = pad_id  # right padding, as our collators pad
+    attention_mask[1, 8:] = 0
+    input_ids[2, 5:] = pad_id
+    attention_mask[2, 5:] = 0
+    return input_ids, attention_mask
+
+
+def save(model, directory):
+    model.eval()
+    model.save_pretrained(directory)
+    return directory
+
+
+def roberta_mlm(tmp_path):
+    config = transformers.RobertaConfig(
+        **SIZES, max_position_embeddings=12 + 2, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1
+    )
+    torch.manual_seed(0)
+    return transformers.RobertaForMaskedLM(config), save(transformers.RobertaForMaskedLM(config), tmp_path / "r")
+
+
+def electra_pair(tmp_path):
+    torch.manual_seed(0)
+    common = dict(vocab_size=SIZES["vocab_size"], num_hidden_layers=2, embedding_size=16, max_position_embeddings=32)
+    discriminator = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig(**common, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    )
+    generator = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig(**common, hidden_size=16, num_attention_heads=1, intermediate_size=32)
+    )
+    return save(discriminator, tmp_path / "discriminator"), save(generator, tmp_path / "generator")
+
+
+def hf_logits(hf_dir, cls, input_ids, attention_mask):
+    model = cls.from_pretrained(hf_dir).eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def our_mlm_logits(model, input_ids, attention_mask):
+    model.eval()
+    with torch.no_grad():
+        return model.full_mlm_logits(input_ids, attention_mask=attention_mask)[0]
+
+
+def test_roberta_masked_lm_matches_transformers(tmp_path):
+    _, hf_dir = roberta_mlm(tmp_path)
+    ours = import_hf(hf_dir)
+    assert ours.config.model_type == "roberta" and ours.config.max_sequence_length == 12
+    input_ids, attention_mask = batch(pad_id=1)
+    theirs = hf_logits(hf_dir, transformers.RobertaForMaskedLM, input_ids, attention_mask)
+    real = attention_mask.bool()
+    assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+def test_roberta_positions_start_after_the_pad_id(tmp_path):
+    _, hf_dir = roberta_mlm(tmp_path)
+    ours = import_hf(hf_dir)
+    with pytest.raises(ValueError, match="max_position_embeddings=14"):
+        ours.bert(torch.full((1, 13), 7))  # 13 tokens need positions 2..14: one past the table
+
+
+def test_electra_generator_matches_transformers(tmp_path):
+    _, generator_dir = electra_pair(tmp_path)
+    ours = import_hf(generator_dir)
+    assert ours.config.embedding_dim == 16 and ours.config.hidden_size == 16
+    input_ids, attention_mask = batch(pad_id=0)
+    theirs = hf_logits(generator_dir, transformers.ElectraForMaskedLM, input_ids, attention_mask)
+    real = attention_mask.bool()
+    assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+def test_electra_discriminator_encoder_matches_transformers(tmp_path, caplog):
+    discriminator_dir, _ = electra_pair(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        ours = import_hf(discriminator_dir)  # no MLM head in a discriminator: fresh, with a warning
+    assert "cls.predictions" in caplog.text
+    assert hasattr(ours.bert, "embeddings_project")  # embedding 16 -> hidden 32
+    input_ids, attention_mask = batch(pad_id=0)
+    electra = transformers.ElectraModel.from_pretrained(discriminator_dir).eval()
+    ours.eval()
+    with torch.no_grad():
+        theirs = electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mine, _ = ours.bert(input_ids, attention_mask=attention_mask)
+    real = attention_mask.bool()
+    assert (mine[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("family", "hf_class"),
+    [("roberta", transformers.RobertaForMaskedLM), ("electra", transformers.ElectraForMaskedLM)],
+)
+def test_export_stays_in_its_family_and_loads_cleanly(tmp_path, family, hf_class):
+    hf_dir = roberta_mlm(tmp_path)[1] if family == "roberta" else electra_pair(tmp_path)[1]
+    ours = import_hf(hf_dir)
+    export = export_hf(ours, tmp_path / "export")
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert all(k.startswith((family + ".", "lm_head.", "generator_")) for k in keys), sorted(keys)[:5]
+    model, info = hf_class.from_pretrained(export, output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"], info
+    input_ids, attention_mask = batch(pad_id=ours.config.pad_token_id)
+    real = attention_mask.bool()
+    theirs = hf_logits(export, hf_class, input_ids, attention_mask)
+    assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [({"model_type": "xlnet"}, "model_type='xlnet'"), ({"position_embedding_type": "relative_key"}, "relative_key")],
+)
+def test_what_cannot_work_is_refused_naming_the_key(tmp_path, change, key):
+    _, hf_dir = roberta_mlm(tmp_path)
+    import json
+
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match=key):
+        import_hf(hf_dir)
+
+
+def test_roberta_config_keeps_its_traits():
+    config = BertConfig(**SIZES, model_type="roberta", pad_token_id=1, type_vocab_size=1, max_position_embeddings=514)
+    assert config.max_sequence_length == 512
+    hf = transformers.RobertaConfig(**config.to_hf_dict())
+    assert hf.pad_token_id == 1 and hf.type_vocab_size == 1 and hf.architectures == ["RobertaForMaskedLM"]
