@@ -22,6 +22,7 @@ import torch
 from bert_lm.models.bert import BertForPreTraining
 from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.run_support import HF_EXPORT_DIR
 
 
@@ -41,7 +42,7 @@ def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanToke
             f"{path}: neither an HF export (config.json) nor a run directory with {HF_EXPORT_DIR}/; "
             "pass the run_dir: or hf_export: path that run.py printed"
         )
-    tokenizer = KoreanTokenizer.load(export_dir)
+    tokenizer = load_tokenizer(export_dir)
     model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size)
     return model.eval(), tokenizer
 

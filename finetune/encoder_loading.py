@@ -10,13 +10,15 @@ Three kinds of source, told apart by what the path holds:
   directory is consolidated first): weights from its ``state_dict``; the tokenizer from ``<run dir>/hf_export`` next to it
   (``<run dir>/checkpoints/x.ckpt``), or the explicit tokenizer directory;
 * **an HF-format directory** (``config.json`` + ``model.safetensors`` or
-  ``pytorch_model.bin``, as :func:`bert_lm.models.hf_interop.export_hf` writes it): the
+  ``pytorch_model.bin``): our export, or a published BERT, RoBERTa or ELECTRA
+  checkpoint (an ELECTRA discriminator's encoder is what finetuning takes); the
   tokenizer from the same directory, or the explicit one.
 
-An explicit ``tokenizer_dir`` always wins. The tokenizer must be one saved by
-:class:`bert_lm.tokenizer.korean_tokenizer.KoreanTokenizer` (``tokenizer.json`` +
-``bert_lm_tokenizer.json``) and its vocabulary must match the encoder's
-embedding matrix. Nothing is executed from a checkpoint: ``.ckpt`` and ``.bin``
+An explicit ``tokenizer_dir`` always wins. The tokenizer is ours
+(``bert_lm_tokenizer.json`` beside ``tokenizer.json``) or the checkpoint's own
+(``tokenizer.json``, or ``vocab.txt`` + ``tokenizer_config.json``; see
+:func:`bert_lm.tokenizer.loading.load_tokenizer`), and its vocabulary must match
+the encoder's embedding matrix. Nothing is executed from a checkpoint: ``.ckpt`` and ``.bin``
 files are read with ``torch.load(weights_only=True)``.
 """
 
@@ -27,9 +29,10 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
+
 from bert_lm.models.bert import BertModel
 from bert_lm.models.hf_interop import import_hf
-from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -49,10 +52,6 @@ class EncoderSource:
     tokenizer_dir: Path
 
 
-def _is_tokenizer_dir(directory: Path) -> bool:
-    return (directory / TOKENIZER_FILE).is_file() and (directory / SETTINGS_FILE).is_file()
-
-
 def _is_hf_dir(directory: Path) -> bool:
     return (directory / "config.json").is_file() and any((directory / name).is_file() for name in HF_WEIGHT_FILES)
 
@@ -60,18 +59,18 @@ def _is_hf_dir(directory: Path) -> bool:
 def _tokenizer_for(source: Path, candidates: list[Path], tokenizer_dir: str | os.PathLike | None) -> Path:
     if tokenizer_dir is not None:
         explicit = Path(tokenizer_dir).expanduser().resolve()
-        if not _is_tokenizer_dir(explicit):
+        if not is_tokenizer_dir(explicit):
             raise FileNotFoundError(
-                f"tokenizer directory {explicit} lacks {TOKENIZER_FILE} or {SETTINGS_FILE}: expected a tokenizer "
-                "saved by KoreanTokenizer (a pretraining run's hf_export/ or cache/tokenizers/<name>)"
+                f"tokenizer directory {explicit} holds no tokenizer.json or vocab.txt: expected ours (a pretraining "
+                "run's hf_export/ or cache/tokenizers/<name>) or a published checkpoint's tokenizer files"
             )
         return explicit
     for candidate in candidates:
-        if _is_tokenizer_dir(candidate):
+        if is_tokenizer_dir(candidate):
             return candidate
     looked = ", ".join(str(c) for c in candidates) or "nowhere"
     raise FileNotFoundError(
-        f"{source}: no tokenizer found (looked in {looked} for {TOKENIZER_FILE} + {SETTINGS_FILE}); "
+        f"{source}: no tokenizer found (looked in {looked} for tokenizer.json or vocab.txt); "
         "pass the tokenizer the encoder was pretrained with explicitly (tokenizer.dir=<dir>)"
     )
 
@@ -108,7 +107,7 @@ def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | N
     directory (see the module docstring for which files are used). The encoder is
     the ``bert`` part of the pretrained model, in train mode, pooler included."""
     resolved = resolve_source(source, tokenizer_dir)
-    tokenizer = KoreanTokenizer.load(resolved.tokenizer_dir)
+    tokenizer = load_tokenizer(resolved.tokenizer_dir)
     vocab_size = tokenizer.vocab_size
     tokenizer.close()
     if resolved.kind == "hf":

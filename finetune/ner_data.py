@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from bert_lm.tokenizer.loading import load_tokenizer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer, TokenizedText
@@ -289,7 +290,7 @@ class KlueNerDataModule(pl.LightningDataModule):
         need_train = stage in (None, "fit") and not self.train_sentences
         if not need_train and self.eval_sentences:
             return  # already encoded (fit, then the final validate)
-        tokenizer = KoreanTokenizer.load(self.tokenizer_dir)
+        tokenizer = load_tokenizer(self.tokenizer_dir)
         self._tokenizer_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
         if need_train:
             self.train_sentences = self._encode_file(self.train_file, tokenizer)

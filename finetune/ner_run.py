@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from bert_lm.tokenizer.loading import load_tokenizer
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,7 +38,6 @@ from bert_lm.config.hydra_setup import check_overrides, setup_hydra
 from bert_lm.config.schema import explain_config_error
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.models.bert import BertConfig
-from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 from bert_lm.training.corpus_pipeline import ensure_tokenizer
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
@@ -231,7 +231,7 @@ def build_encoder(cfg: DictConfig, init: str, train_file: Path) -> EncoderChoice
         description = f"{what}, architecture and tokenizer from {source.weights}"
         return EncoderChoice(vars(encoder.config).copy(), weights, tokenizer_dir, description)
     tokenizer_dir = ensure_task_tokenizer(cfg, train_file)
-    tokenizer = KoreanTokenizer.load(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     config = {
         **OmegaConf.to_container(cfg.model, resolve=True),
         "vocab_size": tokenizer.vocab_size,
@@ -340,10 +340,11 @@ def finetune(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, flo
     print(f"task: train {files['train']}, eval {files['eval']}")
     encoder = build_encoder(cfg, init, files["train"])
     print(f"encoder: {encoder.description}")
-    if cfg.task.max_len > encoder.config["max_position_embeddings"]:
+    positions = BertConfig(**encoder.config).max_sequence_length
+    if cfg.task.max_len > positions:
         raise ConfigError(
-            f"task.max_len={cfg.task.max_len} is above the encoder's max_position_embeddings="
-            f"{encoder.config['max_position_embeddings']}: lower task.max_len"
+            f"task.max_len={cfg.task.max_len} is above the {positions} positions the encoder allows "
+            f"(max_position_embeddings={encoder.config['max_position_embeddings']}): lower task.max_len"
         )
     datamodule = build_datamodule(cfg, files, encoder.tokenizer_dir)
     module = build_module(cfg, encoder)

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bert_lm.tokenizer.loading import load_tokenizer
 
 from bert_lm.models.bert import BertConfig
-from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE, TOKENIZER_FILE, KoreanTokenizer
+from bert_lm.models.hf_interop import copy_tokenizer_files
+from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 from finetune.klue_ner import entity_spans, to_inline
 from finetune.ner_data import NerCollator, NerWindowDataset, char_tags_from_windows, encode_sentences
 from finetune.ner_module import BertNerTagger
@@ -41,8 +42,6 @@ NER_EXPORT_DIR = "ner_export"
 _EXPORT_KEYS = ("encoder_config", "labels", "head", "constrained_transitions", "state_dict", "max_len", "stride")
 MODEL_FILE = "ner_model.pt"
 FORMAT_VERSION = 1
-# What KoreanTokenizer.save writes (the first two are what KoreanTokenizer.load reads).
-TOKENIZER_FILES = (TOKENIZER_FILE, SETTINGS_FILE, "tokenizer_config.json", "vocab.txt")
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,7 @@ def save_ner_export(
     """Write what :func:`load_ner_export` needs into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (Path(tokenizer_dir) / name).is_file():
-            shutil.copy2(Path(tokenizer_dir) / name, out_dir / name)
+    copy_tokenizer_files(tokenizer_dir, out_dir)
     export = {
         "format_version": FORMAT_VERSION,
         "encoder_config": vars(tagger.config).copy(),
@@ -150,7 +147,7 @@ def load_ner_export(path: str | os.PathLike) -> NerPredictor:
         tagger.load_state_dict(export["state_dict"])
     except RuntimeError as err:
         raise ValueError(f"{model_file}: weights do not fit the model it describes: {err}") from None
-    tokenizer = KoreanTokenizer.load(export_dir)
+    tokenizer = load_tokenizer(export_dir)
     if tokenizer.vocab_size != tagger.config.vocab_size:
         raise ValueError(f"{export_dir}: tokenizer has {tokenizer.vocab_size} tokens, model {tagger.config.vocab_size}")
     return NerPredictor(tagger, tokenizer, export["max_len"], export["stride"])

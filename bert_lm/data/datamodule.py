@@ -240,9 +240,9 @@ class PretrainingDataModule(pl.LightningDataModule):
         self._loader_state: dict | None = None  # restored from a checkpoint, not yet handed on
 
     def _load_tokenizer(self):
-        from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer  # the lead's module; imported when used
+        from bert_lm.tokenizer.loading import load_tokenizer  # imported when used
 
-        return KoreanTokenizer.load(self.tokenizer_dir)
+        return load_tokenizer(self.tokenizer_dir)
 
     def _caches(self, tokenizer) -> dict[str, TokenCache]:
         # build_token_cache reuses a valid cache with the same key, so setup() only hashes

@@ -27,6 +27,7 @@ from bert_lm.corpus.prepare import (
     prepared_dir_for,
 )
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.tokenizer.loading import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def ensure_tokenizer(
     """A saved tokenizer directory: ``tokenizer.dir`` if set, else trained on the
     prepared train split (once per corpus and settings)."""
     if tokenizer_cfg.dir:
-        KoreanTokenizer.load(tokenizer_cfg.dir)  # fail now, with the loader's message, if unusable
+        load_tokenizer(tokenizer_cfg.dir).close()  # fail now, with the loader's message, if unusable
         return Path(tokenizer_cfg.dir)
     kind = "mecab-wordpiece" if tokenizer_cfg.mecab else "wordpiece"
     out_dir = Path(cache_dir) / "tokenizers" / f"{kind}-{_tokenizer_key(tokenizer_cfg, prepared_dir)}"

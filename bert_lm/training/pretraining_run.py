@@ -14,10 +14,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.data.datamodule import PretrainingDataModule
 from bert_lm.models.bert import BertConfig
-from bert_lm.models.hf_interop import export_hf, import_hf
-from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.models.hf_interop import export_hf, import_hf, read_hf_config
+from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
 from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.run_support import (
@@ -38,16 +39,31 @@ def check_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
-    model_fields = OmegaConf.to_container(cfg.model, resolve=True)
-    try:
-        # vocab_size comes from the tokenizer later; any valid value checks the rest now.
-        BertConfig(**{**model_fields, "vocab_size": max(model_fields["pad_token_id"] + 1, 8)})
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
-    if cfg.data.max_len > cfg.model.max_position_embeddings:
+    if cfg.init_from:
+        try:
+            model_config = read_hf_config(cfg.init_from)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"init_from: {err}") from None
+        where = f"init_from={cfg.init_from}"
+    else:
+        model_fields = OmegaConf.to_container(cfg.model, resolve=True)
+        try:
+            # vocab_size comes from the tokenizer later; any valid value checks the rest now.
+            model_config = BertConfig(**{**model_fields, "vocab_size": max(model_fields["pad_token_id"] + 1, 8)})
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+        where = "the model group"
+    if cfg.train.train_nsp and model_config.model_type != "bert":
         raise ConfigError(
-            f"data.max_len={cfg.data.max_len} is above model.max_position_embeddings="
-            f"{cfg.model.max_position_embeddings}: lower data.max_len or raise max_position_embeddings (<= 512)"
+            f"train.train_nsp=true: {where} is a {model_config.model_type} model, which has no NSP head; "
+            "set train.train_nsp=false"
+        )
+    if cfg.data.max_len > model_config.max_sequence_length:
+        offset = f" - {model_config.position_offset} (RoBERTa's offset)" if model_config.position_offset else ""
+        raise ConfigError(
+            f"data.max_len={cfg.data.max_len} is above the {model_config.max_sequence_length} positions that "
+            f"{where} allows (max_position_embeddings={model_config.max_position_embeddings}{offset}): "
+            "lower data.max_len"
         )
     if cfg.data.max_len < 8:
         raise ConfigError(f"data.max_len={cfg.data.max_len}: must be at least 8")
@@ -100,7 +116,7 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
     )
 
 
-def build_module(cfg: DictConfig, tokenizer: KoreanTokenizer) -> PretrainingModule:
+def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule:
     model_config = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": tokenizer.vocab_size,
                     "pad_token_id": tokenizer.pad_id}
     train = OmegaConf.to_container(cfg.train, resolve=True)
@@ -129,6 +145,29 @@ def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, b
     client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
 
 
+def pretraining_tokenizer(cfg: DictConfig, prepared_dir: Path) -> Path:
+    """``tokenizer.dir`` when set; else the tokenizer that ``init_from`` was trained with (a published
+    checkpoint's own files, or ours beside our export); else one trained on the corpus."""
+    if cfg.init_from and not cfg.tokenizer.dir:
+        if not is_tokenizer_dir(cfg.init_from):
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds no tokenizer (tokenizer.json or vocab.txt): set tokenizer.dir "
+                "to the tokenizer the checkpoint was trained with"
+            )
+        return Path(cfg.init_from)
+    return ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
+
+
+def warn_on_unknown_tokens(tokenizer, prepared_dir: Path, sample_lines: int = 2_000) -> None:
+    """A published tokenizer on a new corpus: say so early when it maps much of it to [UNK]."""
+    check = getattr(tokenizer, "check_unknown_rate", None)
+    if check is None:
+        return  # ours was trained on this corpus
+    with open(prepared_dir / TRAIN_FILE, encoding="utf-8") as lines:
+        sample = [line.strip() for _, line in zip(range(sample_lines), lines, strict=False)]
+    check([line for line in sample if line and line != "[EOD]"])
+
+
 def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     """The whole job; returns (run directory, HF export directory)."""
     check_config(cfg)
@@ -140,8 +179,9 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     pl.seed_everything(cfg.seed, workers=True)
 
     prepared_dir = ensure_prepared_corpus(cfg.data, cfg.paths.cache_dir)
-    tokenizer_dir = ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
-    tokenizer = KoreanTokenizer.load(tokenizer_dir)
+    tokenizer_dir = pretraining_tokenizer(cfg, prepared_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    warn_on_unknown_tokens(tokenizer, prepared_dir)
     datamodule = build_datamodule(cfg, prepared_dir, tokenizer_dir)
     module = build_module(cfg, tokenizer)
 
