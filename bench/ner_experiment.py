@@ -23,6 +23,16 @@ Prints a table of entity and character macro F1, then last
 adds the same pretraining with plain WordPiece (``tokenizer=wordpiece``) and its
 pretrained and random-init CRF rows.
 
+    python bench/ner_experiment.py --encoder DIR [--encoder DIR ...]
+
+adds a CRF row per local HF encoder directory (a published BERT / RoBERTa / ELECTRA
+checkpoint with its own tokenizer, or our export), finetuned with exactly the same
+settings and steps (about 80 s each on top of the default run).
+``python bench/make_hf_random_encoder.py OUT`` writes a transformers-initialised random
+BERT of our ``small`` size with this experiment's tokenizer: its row should match the
+random-init row within noise, which shows the harness treats an outside checkpoint as
+its own.
+
 These budgets are minutes of CPU, not the days of GPU a useful Korean BERT needs: the
 pretrained encoder has seen a few hundred thousand tokens, so expect low F1 overall and
 only a small gap between the rows. It is a check that the pipeline measures what it
@@ -148,8 +158,9 @@ def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_
     return {**scores, "steps": report["trained_steps"], "wall_s": time.monotonic() - started}
 
 
-def run_rows(tokenizer: str, runs, out_root: Path, budget_s: float, results: dict) -> None:
-    """Pretrain with ``tokenizer``, then finetune each (init, head) of ``runs`` within ``budget_s``."""
+def run_rows(tokenizer: str, runs, out_root: Path, budget_s: float, results: dict) -> Path:
+    """Pretrain with ``tokenizer``, then finetune each (init, head) of ``runs`` within ``budget_s``;
+    returns the pretraining run directory."""
     started = time.monotonic()
     pretrained_dir, pre = pretrain(out_root / f"pretrain-{tokenizer}", tokenizer)
     print(
@@ -169,6 +180,7 @@ def run_rows(tokenizer: str, runs, out_root: Path, budget_s: float, results: dic
             f"({r['wall_s']:.0f} s)",
             flush=True,
         )
+    return pretrained_dir
 
 
 def main() -> None:
@@ -178,7 +190,17 @@ def main() -> None:
         action="store_true",
         help=f"also pretrain with plain WordPiece and finetune it with the CRF head (+{COMPARE_BUDGET_S} s)",
     )
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a local HF encoder directory (with its tokenizer) to finetune beside ours; repeatable",
+    )
     args = parser.parse_args()
+    for directory in args.encoder:
+        if not (Path(directory) / "config.json").is_file():
+            parser.error(f"--encoder {directory}: no config.json there (expected a local HF model directory)")
     missing = [p for p in (PETITIONS_DIR, *(KLUE_NER_DIR / name for name in KLUE_NER_FILES)) if not p.exists()]
     if missing:
         print(f"skipped: {', '.join(map(str, missing))} absent; this experiment needs the real data in ../shared/data")
@@ -191,6 +213,13 @@ def main() -> None:
     run_rows("mecab_wordpiece", RUNS, out_root, TOTAL_BUDGET_S, results)
     if args.compare_tokenizers:
         run_rows("wordpiece", COMPARE_RUNS, out_root, COMPARE_BUDGET_S, results)
+    for directory in args.encoder:
+        name = Path(directory).resolve().name
+        out_dir = out_root / f"finetune-{name}-crf"
+        r = results[name, "pretrained", "crf"] = finetune_run(
+            Path(directory).resolve(), "pretrained", "crf", out_dir, FINETUNE_CAP_S, name
+        )
+        print(f"finetune {name}/crf: {r['steps']} steps, entity macro F1 {r['entity_macro_f1']:.4f}", flush=True)
 
     print()
     print("| tokenizer | encoder | head | steps | entity macro F1 | char macro F1 | entity micro F1 | wall s |")

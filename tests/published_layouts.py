@@ -85,9 +85,7 @@ def _write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def make_bert_checkpoint(
-    directory: str | Path, do_lower_case: bool = False, extra_texts: Iterable[str] = ()
-) -> Path:
+def make_bert_checkpoint(directory: str | Path, do_lower_case: bool = False, extra_texts: Iterable[str] = ()) -> Path:
     """klue/bert-base layout: BertForPreTraining + vocab.txt + tokenizer_config.json."""
     from transformers import BertConfig, BertForPreTraining
 
@@ -215,14 +213,21 @@ def train_metaspace_tokenizer(
 
 
 def make_sentencepiece_checkpoint(
-    directory: str | Path, model: str = "unigram", prepend_scheme: str = "always", extra_texts: Iterable[str] = ()
+    directory: str | Path,
+    model: str = "unigram",
+    prepend_scheme: str = "always",
+    extra_texts: Iterable[str] = (),
+    vocab_size: int = 400,
 ) -> Path:
-    """RobertaForMaskedLM + tokenizer.json (Metaspace Unigram/BPE) + tokenizer_config.json."""
+    """RobertaForMaskedLM + tokenizer.json (Metaspace Unigram/BPE) + tokenizer_config.json.
+
+    ``vocab_size`` is the trainer's target; a small corpus may give fewer pieces.
+    """
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_metaspace_tokenizer(model, prepend_scheme, extra_texts=extra_texts)
+    tokenizer = train_metaspace_tokenizer(model, prepend_scheme, vocab_size, extra_texts)
     tokenizer.save(str(directory / "tokenizer.json"))
     config = RobertaConfig(
         vocab_size=tokenizer.get_vocab_size(),

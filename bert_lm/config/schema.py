@@ -84,6 +84,8 @@ class ModelSchema:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    model_type: str = "bert"  # bert | roberta | electra (init_from= brings its checkpoint's own)
+    embedding_size: int | None = None  # ELECTRA-style factorised embeddings; None = hidden_size
 
 
 @dataclass

@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.families import FAMILIES, OUR_TIED_KEYS, Family, to_ours, to_theirs
+from bert_lm.tokenizer.hf_remote_code import write_remote_tokenizer
+from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ def export_hf(model: BertForPreTraining, out_dir: str | Path, tokenizer_dir: str
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
         copy_tokenizer_files(tokenizer_dir, out_dir)
+        if (out_dir / SETTINGS_FILE).is_file():
+            # Our Mecab-aware tokenizer: ship the Mecab step as remote code, so that
+            # AutoTokenizer.from_pretrained(out_dir, trust_remote_code=True) gives our ids on raw text.
+            write_remote_tokenizer(out_dir)
     return out_dir
 
 

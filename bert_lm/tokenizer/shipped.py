@@ -192,7 +192,11 @@ class ShippedTokenizer:
             candidates = [getattr(self.hf_tokenizer, attr, None) for attr in ROLE_ATTRIBUTES[role]]
             candidates += ROLE_NAMES[role]
             token_id = next(
-                (self.backend.token_to_id(str(c)) for c in candidates if c and self.backend.token_to_id(str(c)) is not None),
+                (
+                    self.backend.token_to_id(str(c))
+                    for c in candidates
+                    if c and self.backend.token_to_id(str(c)) is not None
+                ),
                 None,
             )
             if token_id is None:
@@ -230,7 +234,10 @@ class ShippedTokenizer:
     @property
     def lowercase(self) -> bool:
         normalizers = list(_walk(self._spec.get("normalizer")))
-        return any(n.get("type") == "Lowercase" or (n.get("type") == "BertNormalizer" and n.get("lowercase")) for n in normalizers)
+        return any(
+            n.get("type") == "Lowercase" or (n.get("type") == "BertNormalizer" and n.get("lowercase"))
+            for n in normalizers
+        )
 
     @property
     def strip_accents(self) -> bool:
@@ -246,8 +253,10 @@ class ShippedTokenizer:
 
     def _decomposes_hangul(self) -> bool:
         decomposing = {"NFD", "NFKD"}
-        return self.lowercase or self.strip_accents or any(
-            n.get("type") in decomposing for n in _walk(self._spec.get("normalizer"))
+        return (
+            self.lowercase
+            or self.strip_accents
+            or any(n.get("type") in decomposing for n in _walk(self._spec.get("normalizer")))
         )
 
     def _word_start_marker(self) -> str | None:
