@@ -32,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer_dir = Path(args.tokenizer) if args.tokenizer else None
     if tokenizer_dir is None:
-        candidates = sorted((REPO_ROOT / "cache" / "tokenizers").glob("mecab-wordpiece-*"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(
+            (REPO_ROOT / "cache" / "tokenizers").glob("mecab-wordpiece-*"), key=lambda p: p.stat().st_mtime
+        )
         if not candidates:
             sys.exit("no cache/tokenizers/mecab-wordpiece-*: run bench/ner_experiment.py first or pass --tokenizer")
         tokenizer_dir = candidates[-1]

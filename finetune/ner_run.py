@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from bert_lm.tokenizer.loading import load_tokenizer
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +37,7 @@ from bert_lm.config.hydra_setup import check_overrides, setup_hydra
 from bert_lm.config.schema import explain_config_error
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.models.bert import BertConfig
+from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_tokenizer
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
@@ -225,6 +225,10 @@ class EncoderChoice:
 def build_encoder(cfg: DictConfig, init: str, train_file: Path) -> EncoderChoice:
     if cfg.pretrained:
         encoder, tokenizer_dir = load_encoder(cfg.pretrained, cfg.tokenizer.dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        if hasattr(tokenizer, "check_unknown_rate"):  # a published checkpoint's tokenizer on this task's text
+            tokenizer.check_unknown_rate([s.text for s in read_klue_ner(train_file)[:500]])
+        tokenizer.close()
         source = resolve_source(cfg.pretrained, cfg.tokenizer.dir)
         weights = encoder if init == "pretrained" else None
         what = "pretrained weights" if weights is not None else "random weights (finetune.init=random)"

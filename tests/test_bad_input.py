@@ -70,17 +70,25 @@ def test_malformed_klue_line(tmp_path):
         read_klue_ner(path)
 
 
-def test_checkpoint_and_tokenizer_with_different_vocabularies(tmp_path):
+def test_checkpoint_and_tokenizer_with_different_vocabularies(tmp_path, mecab_tokenizer):
     other = BertForPreTraining(BertConfig(vocab_size=123, hidden_size=64, num_hidden_layers=2,
                                           num_attention_heads=2, intermediate_size=128))
-    hf_dir = export_hf(other, tmp_path / "other_bert")
+    hf_dir = export_hf(other, tmp_path / "other_bert", mecab_tokenizer.save(tmp_path / "tokenizer"))
     with pytest.raises(ValueError, match=r"123.*\d+|\d+.*123"):
         run_with(tmp_path, f"init_from={hf_dir}")
     assert not (tmp_path / "run" / "checkpoints").exists(), "failed before training"
 
 
+def test_checkpoint_without_a_tokenizer_asks_for_one(tmp_path):
+    other = BertForPreTraining(BertConfig(vocab_size=123, hidden_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, intermediate_size=128))
+    hf_dir = export_hf(other, tmp_path / "other_bert")
+    with pytest.raises(ConfigError, match="holds no tokenizer.*tokenizer.dir"):
+        run_with(tmp_path, f"init_from={hf_dir}")
+
+
 def test_max_len_above_position_table(tmp_path):
-    with pytest.raises(ConfigError, match=r"data.max_len=256 is above model.max_position_embeddings=128"):
+    with pytest.raises(ConfigError, match=r"data.max_len=256 is above the 128 positions .*max_position_embeddings=128"):
         run_with(tmp_path, "data.max_len=256")
     assert not (tmp_path / "cache").exists(), "no data work before the check"
 

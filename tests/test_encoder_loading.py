@@ -126,5 +126,5 @@ def test_errors_name_the_path_and_what_is_expected(tmp_path, tokenizer_dir):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a BERT checkpoint written by run.py"):
         load_encoder(tmp_path / "bad.ckpt", tokenizer_dir)
-    with pytest.raises(FileNotFoundError, match="lacks tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="holds no tokenizer.json or vocab.txt"):
         load_encoder(tmp_path / "bad.ckpt", tmp_path / "empty")

@@ -55,9 +55,11 @@ class _Checkpoints(dict):
             "electra-discriminator": lambda: published_layouts.make_electra_checkpoints(
                 self.root / "koelectra", self.texts
             )[0],
-            "electra-generator": lambda: self.root / "koelectra" / "generator"
-            if (self.root / "koelectra" / "generator").is_dir()
-            else published_layouts.make_electra_checkpoints(self.root / "koelectra", self.texts)[1],
+            "electra-generator": lambda: (
+                self.root / "koelectra" / "generator"
+                if (self.root / "koelectra" / "generator").is_dir()
+                else published_layouts.make_electra_checkpoints(self.root / "koelectra", self.texts)[1]
+            ),
             "sentencepiece": lambda: published_layouts.make_sentencepiece_checkpoint(
                 self.root / "sp", extra_texts=self.texts, vocab_size=2_000
             ),

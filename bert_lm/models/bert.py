@@ -135,8 +135,9 @@ class BertConfig:
             hf["embedding_size"] = self.embedding_dim
         if self.model_type == "roberta":
             hf.update(bos_token_id=0, eos_token_id=2)
-        hf.update(architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute",
-                  tie_word_embeddings=True)
+        hf.update(
+            architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute", tie_word_embeddings=True
+        )
         return hf
 
     @classmethod

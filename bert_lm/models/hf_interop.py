@@ -177,6 +177,8 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
             f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "
             "it is not a complete encoder; check the directory or its config.json"
         )
+    # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
+    initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
     if initialized:
         log.warning("%s: %d keys not in the checkpoint, freshly initialised: %s", hf_dir, len(initialized), initialized)
     return model

@@ -270,6 +270,9 @@ class KoreanTokenizer:
             )
         return self._pool
 
+    def __repr__(self) -> str:
+        return f"KoreanTokenizer({'Mecab-aware' if self.mecab else 'plain'} WordPiece, vocab {self.vocab_size})"
+
     def close(self) -> None:
         """Stop the Mecab worker pool (also done at interpreter exit)."""
         if self._pool is not None and self._pool_pid == os.getpid():

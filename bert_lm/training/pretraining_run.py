@@ -35,6 +35,7 @@ from bert_lm.training.strategies import check_strategy_runnable
 
 log = logging.getLogger(__name__)
 
+
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
@@ -117,8 +118,11 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
 
 
 def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule:
-    model_config = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": tokenizer.vocab_size,
-                    "pad_token_id": tokenizer.pad_id}
+    model_config = {
+        **OmegaConf.to_container(cfg.model, resolve=True),
+        "vocab_size": tokenizer.vocab_size,
+        "pad_token_id": tokenizer.pad_id,
+    }
     train = OmegaConf.to_container(cfg.train, resolve=True)
     module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
     if cfg.init_from:
@@ -132,8 +136,9 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule:
     return module
 
 
-def log_artifacts(logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, best_ckpt: str | None,
-                  hf_dir: Path) -> None:
+def log_artifacts(
+    logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, best_ckpt: str | None, hf_dir: Path
+) -> None:
     client, run_id = logger.experiment, logger.run_id
     resolved = run_dir / "resolved_config.yaml"
     OmegaConf.save(cfg, resolved, resolve=True)
@@ -154,6 +159,9 @@ def pretraining_tokenizer(cfg: DictConfig, prepared_dir: Path) -> Path:
                 f"init_from={cfg.init_from} holds no tokenizer (tokenizer.json or vocab.txt): set tokenizer.dir "
                 "to the tokenizer the checkpoint was trained with"
             )
+        tokenizer = load_tokenizer(cfg.init_from)
+        print(f"tokenizer: {cfg.init_from} (the checkpoint's own, {tokenizer!r})")
+        tokenizer.close()
         return Path(cfg.init_from)
     return ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
 
