@@ -1,7 +1,12 @@
-"""Finetune a pretrained Korean BERT on KLUE NER, configured by Hydra (conf/finetune.yaml).
+"""Finetune a pretrained Korean encoder on a task, configured by Hydra (conf/finetune.yaml).
 
     python run_finetune.py pretrained=<run_dir printed by run.py>
     python run_finetune.py pretrained=<run dir> task.data_dir=/path/to/klue-ner finetune.head=softmax
+    python run_finetune.py task=hate_speech pretrained=<run dir>      # or nsmc, klue_nli, classification
+
+Classification tasks print ``run_dir``, the test-file scores when ``task.test_file`` is
+set, then ``macro_f1: <x>`` and ``accuracy: <x>`` (on the evaluation file) last; see
+finetune/classification_run.py. KLUE NER:
 
 With no arguments it finetunes a randomly initialised small encoder on the bundled
 KLUE-format sample (offline, about a minute on 2 CPU cores): the no-pretraining
@@ -28,7 +33,23 @@ setup_finetune_hydra()
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir, scores = finetune(cfg, list(HydraConfig.get().overrides.task))
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.task.kind == "classification":
+        from finetune.classification_run import finetune_classification
+
+        run_dir, scores = finetune_classification(cfg, overrides)
+        print(f"run_dir: {run_dir}")
+        for name in ("test_macro_f1", "test_accuracy"):
+            if name in scores:
+                print(f"{name}: {scores[name]:.4f}")
+        # Selected on the evaluation file: a best-of-epochs figure on that file, not a test score.
+        print(f"macro_f1: {scores['macro_f1']:.4f}")
+        print(f"accuracy: {scores['accuracy']:.4f}")
+        return
+    run_dir, scores = finetune(cfg, overrides)
+    for name in ("test_entity_macro_f1", "test_char_macro_f1"):
+        if name in scores:
+            print(f"{name}: {scores[name]:.4f}")
     print(f"entity_macro_f1: {scores['entity_macro_f1']:.4f}")
     print(f"char_macro_f1: {scores['char_macro_f1']:.4f}")
     print(f"run_dir: {run_dir}")

@@ -24,16 +24,19 @@ files are read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
+import torch
 
 from bert_lm.models.bert import BertModel
-from bert_lm.models.hf_interop import import_hf
+from bert_lm.models.hf_interop import OBJECTIVES_KEY, import_hf
+from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
+from bert_lm.training.strategies import consolidated_checkpoint
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _EXPECTED = (
@@ -100,6 +103,20 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
     raise FileNotFoundError(
         f"pretrained={path} holds none of hf_export/, {CHECKPOINT_DIR}/last.ckpt, config.json: {_EXPECTED}"
     )
+
+
+def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the source's pooler was trained (by NSP), so a classifier should read it:
+    our checkpoints and exports say which objectives they trained; a published checkpoint
+    saved as ``BertForPreTraining`` carries a trained NSP head."""
+    resolved = resolve_source(source, tokenizer_dir)
+    if resolved.kind == "ckpt":
+        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True)
+        return bool(state.get("hyper_parameters", {}).get("train_nsp", False))
+    config = json.loads((resolved.weights / "config.json").read_text())
+    if OBJECTIVES_KEY in config:
+        return "nsp" in config[OBJECTIVES_KEY]
+    return config.get("model_type", "bert") == "bert" and "BertForPreTraining" in config.get("architectures", [])
 
 
 def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> tuple[BertModel, Path]:

@@ -34,6 +34,7 @@ from seqeval.scheme import IOB2
 from sklearn.metrics import f1_score as sklearn_f1
 
 from finetune.klue_ner import ENTITY_TYPES, KLUE_NER_LABELS, entity_spans
+from finetune.plots import plot_count_matrix
 
 MISSED = "MISSED"
 SPURIOUS = "SPURIOUS"
@@ -155,31 +156,8 @@ def entity_confusion(
 def plot_entity_confusion(
     confusion: EntityConfusion, path: str | os.PathLike, title: str = "KLUE NER entity confusion"
 ) -> Path:
-    """Render the confusion table as a PNG (Agg canvas; no pyplot, no global backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    counts = confusion.counts
-    figure = Figure(figsize=(1.0 + 0.8 * len(confusion.columns), 1.0 + 0.7 * len(confusion.rows)))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues")
-    axes.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=45, ha="right")
-    axes.set_yticks(range(len(confusion.rows)), confusion.rows)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("gold")
-    axes.set_title(title)
-    threshold = counts.max() / 2 if counts.size and counts.max() > 0 else 0
-    for i in range(counts.shape[0]):
-        for j in range(counts.shape[1]):
-            color = "white" if counts[i, j] > threshold else "black"
-            axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
-    figure.colorbar(image, ax=axes)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+    """Render the confusion table as a PNG."""
+    return plot_count_matrix(confusion.counts, confusion.rows, confusion.columns, path, title)
 
 
 def klue_ner_metrics(

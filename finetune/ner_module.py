@@ -38,13 +38,12 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from bert_lm.models.bert import BertConfig, BertModel, init_bert_weights
-from bert_lm.training.pretraining_module import warmup_schedule
 from finetune.crf import CRFTagger
 from finetune.metrics import klue_ner_metrics
 from finetune.ner_data import IGNORE_LABEL, char_tags_from_windows
+from finetune.optimization import encoder_head_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -218,36 +217,8 @@ class NerModule(pl.LightningModule):
             self.log(f"val/{name}", evaluation.metrics[name], prog_bar=name == "entity_macro_f1")
 
     def configure_optimizers(self):
-        def no_decay(name: str) -> bool:
-            return name.endswith("bias") or "LayerNorm" in name or name.startswith("crf.")
-
-        groups = {"encoder": [], "encoder_no_decay": [], "head": [], "head_no_decay": []}
-        for name, param in self.tagger.named_parameters():
-            if not param.requires_grad:
-                continue
-            part = "encoder" if name.startswith("encoder.") else "head"
-            groups[part + ("_no_decay" if no_decay(name) else "")].append(param)
-        hp = self.hparams
-        param_groups = [
-            {
-                "name": name,
-                "params": params,
-                "lr": hp.encoder_lr if name.startswith("encoder") else hp.head_lr,
-                "weight_decay": 0.0 if name.endswith("no_decay") else hp.weight_decay,
-            }
-            for name, params in groups.items()
-            if params
-        ]
-        optimizer = torch.optim.AdamW(param_groups, lr=hp.encoder_lr, betas=tuple(hp.betas), eps=hp.adam_eps)
         total_steps = int(self.trainer.estimated_stepping_batches)
-        warmup_steps = hp.warmup_steps
-        if warmup_steps is None:
-            warmup_steps = max(1, round(hp.warmup_ratio * total_steps))
-        schedule = warmup_schedule(hp.scheduler, warmup_steps, total_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"},
-        }
+        return encoder_head_optimizer(self.tagger.named_parameters(), self.hparams, total_steps, extra_no_decay=lambda name: name.startswith("crf."))
 
 
 def evaluate_predictions(sentences, window_predictions, labels: Sequence[str]) -> NerEvaluation | None:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -51,10 +53,10 @@ from bert_lm.training.strategies import check_strategy_runnable
 from finetune.download import download_klue_ner, find_local_files
 from finetune.encoder_loading import load_encoder, resolve_source
 from finetune.klue_ner import KLUE_NER_LABELS, NerSentence, format_klue_ner, read_klue_ner
-from finetune.metrics import plot_entity_confusion
+from finetune.metrics import klue_ner_metrics, plot_entity_confusion
 from finetune.ner_data import KlueNerDataModule, check_labels, window_size
 from finetune.ner_module import HEADS, NerEvaluation, NerModule
-from finetune.predict import NER_EXPORT_DIR, save_ner_export
+from finetune.predict import NER_EXPORT_DIR, load_ner_export, save_ner_export
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,21 @@ TASK_FILE_NAMES = (
 INITS = ("auto", "pretrained", "random")
 REPORT_JSON, REPORT_TEXT = "ner_report.json", "ner_report.txt"
 CONFUSION_PNG, PREDICTIONS_TSV = "entity_confusion.png", "eval_predictions.tsv"
+TEST_REPORT_JSON, TEST_PREDICTIONS_TSV = "test_report.json", "test_predictions.tsv"
 
 
 # ------------------------------------------------------------------ config schemas
 @dataclass
 class TaskSchema:
     name: str = "klue_ner"
+    kind: str = "ner"
+    experiment_name: str = "bert-lm-klue-ner"  # the MLflow experiment
+    run_dir_name: str = "klue-ner"  # outputs/<run_dir_name>/<date>/<time>
+    monitor: str = "val/entity_macro_f1"  # model selection on the evaluation file
     data_dir: str = "???"
     train_file: str | None = None
     eval_file: str | None = None
+    test_file: str | None = None  # scored once, with the selected model
     download: bool = False
     download_dir: str = "???"
     labels: list = field(default_factory=lambda: list(KLUE_NER_LABELS))
@@ -101,9 +109,40 @@ class FinetuneSchema:
     scheduler: str = "linear"
     warmup_steps: int | None = None
     warmup_ratio: float = 0.1
+    pooler: str = "auto"  # classification: read the pooler? auto: when NSP trained it
 
 
-_FINETUNE_SCHEMAS = {"TaskSchema": TaskSchema, "FinetuneSchema": FinetuneSchema}
+@dataclass
+class ClassificationTaskSchema:
+    name: str = "classification"
+    kind: str = "classification"
+    experiment_name: str = "bert-lm-classification"
+    run_dir_name: str = "classification"
+    monitor: str = "val/macro_f1"
+    data_dir: str = "???"
+    train_file: str | None = None
+    eval_file: str | None = None  # null: task.eval_ratio of the training rows are held out
+    eval_ratio: float = 0.1
+    test_file: str | None = None  # scored once, with the selected model
+    augment_file: str | None = None  # extra training rows (python -m finetune.augment)
+    format: str = "auto"  # auto (by extension) | tsv | csv | jsonl | json
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: list | None = None  # null: the labels of the training file, sorted
+    class_weights: Any = None  # null | balanced | [one weight per label]
+    download: bool = False
+    download_dir: str = "???"
+    max_len: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 64
+
+
+_FINETUNE_SCHEMAS = {
+    "TaskSchema": TaskSchema,
+    "ClassificationTaskSchema": ClassificationTaskSchema,
+    "FinetuneSchema": FinetuneSchema,
+}
 
 
 def setup_finetune_hydra() -> None:
@@ -111,6 +150,7 @@ def setup_finetune_hydra() -> None:
     setup_hydra()
     store = ConfigStore.instance()
     store.store(group="task", name="task_schema", node=TaskSchema)
+    store.store(group="task", name="classification_task_schema", node=ClassificationTaskSchema)
     store.store(group="finetune", name="finetune_schema", node=FinetuneSchema)
 
 
@@ -197,16 +237,15 @@ def resolve_task_files(task_cfg: DictConfig) -> dict[str, Path]:
     )
 
 
-def ensure_task_tokenizer(cfg: DictConfig, train_file: Path) -> Path:
+def ensure_task_tokenizer(cfg: DictConfig, train_file: Path, train_texts: Callable[[], list[str]]) -> Path:
     """``tokenizer.dir``, or a tokenizer trained with the ``tokenizer`` group's settings
     on the task's train sentences (cached by content hash, like pretraining's)."""
     digest = hashlib.sha256(train_file.read_bytes()).hexdigest()[:16]
     text_dir = Path(cfg.paths.cache_dir) / "task_text" / f"{cfg.task.name}-train-{digest}"
     if not (text_dir / TRAIN_FILE).is_file():
         text_dir.mkdir(parents=True, exist_ok=True)
-        sentences = read_klue_ner(train_file, list(cfg.task.labels))
         tmp = text_dir / (TRAIN_FILE + ".tmp")
-        tmp.write_text("".join(s.text + "\n" for s in sentences if s.text.strip()), encoding="utf-8")
+        tmp.write_text("".join(t.strip() + "\n" for t in train_texts() if t.strip()), encoding="utf-8")
         tmp.rename(text_dir / TRAIN_FILE)
     return ensure_tokenizer(cfg.tokenizer, text_dir, cfg.paths.cache_dir, show_progress=False)
 
@@ -222,19 +261,28 @@ class EncoderChoice:
     description: str
 
 
-def build_encoder(cfg: DictConfig, init: str, train_file: Path) -> EncoderChoice:
+def build_encoder(
+    cfg: DictConfig, init: str, train_file: Path, train_texts: Callable[[], list[str]] | None = None
+) -> EncoderChoice:
+    """The encoder to finetune; ``train_texts`` gives the task's training text (default: the
+    KLUE NER sentences of ``train_file``) for the [UNK] check and the baseline's tokenizer."""
+    if train_texts is None:
+
+        def train_texts() -> list[str]:
+            return [s.text for s in read_klue_ner(train_file, list(cfg.task.labels))]
+
     if cfg.pretrained:
         encoder, tokenizer_dir = load_encoder(cfg.pretrained, cfg.tokenizer.dir)
         tokenizer = load_tokenizer(tokenizer_dir)
         if hasattr(tokenizer, "check_unknown_rate"):  # a published checkpoint's tokenizer on this task's text
-            tokenizer.check_unknown_rate([s.text for s in read_klue_ner(train_file)[:500]])
+            tokenizer.check_unknown_rate(train_texts()[:500])
         tokenizer.close()
         source = resolve_source(cfg.pretrained, cfg.tokenizer.dir)
         weights = encoder if init == "pretrained" else None
         what = "pretrained weights" if weights is not None else "random weights (finetune.init=random)"
         description = f"{what}, architecture and tokenizer from {source.weights}"
         return EncoderChoice(vars(encoder.config).copy(), weights, tokenizer_dir, description)
-    tokenizer_dir = ensure_task_tokenizer(cfg, train_file)
+    tokenizer_dir = ensure_task_tokenizer(cfg, train_file, train_texts)
     tokenizer = load_tokenizer(tokenizer_dir)
     config = {
         **OmegaConf.to_container(cfg.model, resolve=True),
@@ -372,7 +420,34 @@ def finetune(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, flo
     export_dir = save_ner_export(
         module.tagger, encoder.tokenizer_dir, run_dir / NER_EXPORT_DIR, max_len=cfg.task.max_len, stride=cfg.task.stride
     )
+    scores = {k: float(evaluation.metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
+    if cfg.task.test_file:
+        test_scores, test_files = score_test_file(cfg, export_dir, run_dir)
+        report_files += test_files
+        scores.update(test_scores)
+        logger.log_metrics({f"test/{k.removeprefix('test_')}": v for k, v in test_scores.items()})
     if trainer.is_global_zero:
         log_artifacts(logger, cfg, run_dir, report_files, export_dir)
-    scores = {k: float(evaluation.metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
     return run_dir, scores
+
+
+def score_test_file(cfg: DictConfig, export_dir: Path, run_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """The test file, scored once with the selected model as exported (never used for selection)."""
+    path = Path(cfg.task.test_file).expanduser()
+    if not path.is_absolute():
+        path = Path(cfg.task.data_dir).expanduser() / path
+    if not path.is_file():
+        raise FileNotFoundError(f"task.test_file: {path} does not exist")
+    sentences = read_klue_ner(path, list(cfg.task.labels))
+    predicted = load_ner_export(export_dir).char_tags([s.text for s in sentences])
+    metrics = klue_ner_metrics([s.text for s in sentences], [s.tags for s in sentences], predicted, list(cfg.task.labels))
+    print("test file:\n" + format_entity_report(metrics["report"]))
+    scores = {f"test_{k}": float(metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
+    report = run_dir / TEST_REPORT_JSON
+    report.write_text(json.dumps({**scores, "per_type": metrics["report"]}, indent=2) + "\n", encoding="utf-8")
+    tsv = run_dir / TEST_PREDICTIONS_TSV
+    tsv.write_text(
+        format_klue_ner([NerSentence(s.id, s.text, p) for s, p in zip(sentences, predicted, strict=True)]),
+        encoding="utf-8",
+    )
+    return scores, [report, tsv]

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bert_lm.tokenizer.loading import load_tokenizer
 
 from bert_lm.models.bert import BertConfig
 from bert_lm.models.hf_interop import copy_tokenizer_files
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
+from bert_lm.tokenizer.loading import load_tokenizer
+from finetune.classification_export import is_classification_export, load_classification_export
 from finetune.klue_ner import entity_spans, to_inline
 from finetune.ner_data import NerCollator, NerWindowDataset, char_tags_from_windows, encode_sentences
 from finetune.ner_module import BertNerTagger
@@ -163,10 +164,15 @@ def format_entities(text: str, entities: Sequence[Entity]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Tag entities in sentences with a finetuned KLUE NER model.")
-    parser.add_argument("model_dir", help="finetune run directory (run_dir: of run_finetune.py) or its ner_export/")
-    parser.add_argument("sentences", nargs="*", help="sentences to tag")
+    parser = argparse.ArgumentParser(
+        description="Tag entities (KLUE NER runs) or classify sentences (classification runs) with a finetuned model."
+    )
+    parser.add_argument("model_dir", help="finetune run directory (run_dir: of run_finetune.py) or its export")
+    parser.add_argument("sentences", nargs="*", help="sentences to tag or classify")
     parser.add_argument("--file", help="a UTF-8 text file with one sentence per line (blank lines skipped)")
+    parser.add_argument(
+        "--pair", action="append", default=None, help="classification of pairs: the second text, once per sentence"
+    )
     args = parser.parse_args(argv)
     texts = list(args.sentences)
     try:
@@ -176,6 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         if not texts:
             parser.error("give sentences as arguments or --file")
+        if is_classification_export(args.model_dir):
+            if args.pair is not None and len(args.pair) != len(texts):
+                parser.error(f"--pair given {len(args.pair)} times for {len(texts)} sentences: give one per sentence")
+            predictor = load_classification_export(args.model_dir)
+            for i, probs in enumerate(predictor.probabilities(texts, args.pair)):
+                best = max(range(len(probs)), key=probs.__getitem__)
+                pair = f"\t{args.pair[i]}" if args.pair else ""
+                shown = "  ".join(f"{label}={p:.3f}" for label, p in zip(predictor.labels, probs, strict=True))
+                print(f"{predictor.labels[best]}\t{texts[i]}{pair}\t{shown}")
+            return 0
+        if args.pair:
+            parser.error("--pair is for classification runs; this is an NER run")
         predictor = load_ner_export(args.model_dir)
         for text, entities in zip(texts, predictor.entities(texts), strict=True):
             print("\n".join(format_entities(text, entities)))

@@ -1,8 +1,11 @@
 """Readers that turn corpus files into documents (lists of text blocks).
 
-Two formats:
+Three formats:
   * ``plain``: one sentence per line; documents are separated by a blank line or
     a line holding only ``[EOD]``. Each yielded block is one sentence.
+  * ``lines``: one document per line (a comment file, one comment a line). Each
+    yielded document is that line as its one block, to be cut into sentences later
+    (``data.split_sentences=true``); blank lines (and ``[EOD]`` lines) are skipped.
   * ``petitions``: the Korean petitions archive, JSON lines with the text in
     ``content`` (plus ``title``, ``category``, ...). One petition is one document;
     each yielded block is one paragraph, to be cut into sentences later.
@@ -28,7 +31,7 @@ class CorpusFormatError(ValueError):
 
 @dataclass
 class Document:
-    blocks: list[str]  # sentences (plain) or paragraphs (petitions)
+    blocks: list[str]  # sentences (plain), paragraphs (petitions) or the whole line (lines)
     source: str  # "path:first_line", for messages
 
 
@@ -91,6 +94,20 @@ def read_plain_text(path: Path, on_decode_error: str = "raise", counts: Counter 
         raise CorpusFormatError(f"{path}: the file holds no text; remove it or point data.root elsewhere.")
 
 
+def read_lines(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
+    counts = Counter() if counts is None else counts
+    any_text = False
+    for line_number, line in _decoded_lines(path, on_decode_error, counts):
+        stripped = line.strip()
+        # A line of only [EOD] is no comment: in the prepared corpus it would read as a document end.
+        if not stripped or stripped == EOD:
+            continue
+        any_text = True
+        yield Document([stripped], f"{path}:{line_number}")
+    if not any_text:
+        raise CorpusFormatError(f"{path}: the file holds no text; remove it or point data.root elsewhere.")
+
+
 def read_petitions(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
     counts = Counter() if counts is None else counts
     any_line = False
@@ -118,7 +135,7 @@ def read_petitions(path: Path, on_decode_error: str = "raise", counts: Counter |
         raise CorpusFormatError(f"{path}: the file holds no petitions; remove it or point data.root elsewhere.")
 
 
-READERS = {"plain": read_plain_text, "petitions": read_petitions}
+READERS = {"plain": read_plain_text, "lines": read_lines, "petitions": read_petitions}
 
 
 def read_documents(

@@ -40,7 +40,17 @@ TOKENIZER_FILES = (
 )
 
 
-def export_hf(model: BertForPreTraining, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+# config.json key naming the objectives an export was trained with (HF ignores unknown keys):
+# finetuning reads the pooler only when NSP trained it.
+OBJECTIVES_KEY = "bert_lm_objectives"
+
+
+def export_hf(
+    model: BertForPreTraining,
+    out_dir: str | Path,
+    tokenizer_dir: str | Path | None = None,
+    objectives: list[str] | None = None,
+) -> Path:
     """Write config.json + model.safetensors (+ the tokenizer files of tokenizer_dir) for HF `from_pretrained`.
 
     The directory loads as the family's class (BERT: `BertForPreTraining`; RoBERTa:
@@ -60,6 +70,8 @@ def export_hf(model: BertForPreTraining, out_dir: str | Path, tokenizer_dir: str
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     hf_config = model.config.to_hf_dict()
     hf_config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    if objectives is not None:
+        hf_config[OBJECTIVES_KEY] = list(objectives)
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
         copy_tokenizer_files(tokenizer_dir, out_dir)

@@ -201,7 +201,8 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
 
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     model = load_pretraining_weights(best_ckpt) if best_ckpt else module.model
-    hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir)
+    objectives = [name for name, on in (("mlm", cfg.train.train_mlm), ("nsp", cfg.train.train_nsp)) if on]
+    hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir, objectives=objectives)
     if trainer.is_global_zero:
         log_artifacts(logger, cfg, run_dir, tokenizer_dir, best_ckpt or None, hf_dir)
     tokenizer.close()
