@@ -319,6 +319,7 @@ def build_datamodule(cfg: DictConfig, files: dict[str, Path], tokenizer_dir: Pat
 def build_module(cfg: DictConfig, encoder: EncoderChoice) -> NerModule:
     settings = OmegaConf.to_container(cfg.finetune, resolve=True)
     settings.pop("init")
+    settings.pop("pooler", None)  # classification only
     module = NerModule(encoder_config=encoder.config, labels=list(cfg.task.labels), **settings)
     if encoder.weights is not None:
         module.tagger.load_encoder_weights(encoder.weights)

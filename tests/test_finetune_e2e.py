@@ -221,3 +221,18 @@ def test_unknown_key_names_valid_keys(capsys):
     with pytest.raises(SystemExit):
         check_finetune_overrides(["task.maxlen=64"])
     assert "Did you mean 'max_len'?" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ner_test_file_is_scored_once_with_the_exported_model(tmp_path, pretrained_run):
+    sample_dev = REPO_ROOT / "finetune" / "sample" / "klue-ner-sample-dev.tsv"
+    overrides = tiny_overrides(
+        tmp_path, f"pretrained={pretrained_run}", "trainer.max_epochs=1", f"task.test_file={sample_dev}",
+        f"paths.output_dir={tmp_path / 'run'}",
+    )
+    run_dir, scores = finetune(compose_config(overrides), overrides)
+    report = json.loads((run_dir / "test_report.json").read_text())
+    assert report["test_entity_macro_f1"] == pytest.approx(scores["test_entity_macro_f1"])
+    # Here the test file is the evaluation file, so the one test scoring equals the final validation.
+    assert scores["test_entity_macro_f1"] == pytest.approx(scores["entity_macro_f1"])
+    assert (run_dir / "test_predictions.tsv").is_file()

@@ -128,3 +128,18 @@ def test_ner_finetuning_of_a_published_encoder(tmp_path, checkpoints, name, capl
     predictor = load_ner_export(run_dir)
     (entities,) = predictor.entities(["이순신은 조선 중기의 무신이다."])
     assert all(0 <= e.start < e.end <= len("이순신은 조선 중기의 무신이다.") for e in entities)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["roberta", "electra-discriminator"])
+def test_nli_pair_classification_of_a_published_encoder(tmp_path, checkpoints, name):
+    from finetune.classification_run import finetune_classification
+
+    overrides = finetune_overrides(
+        tmp_path, "task=klue_nli", f"pretrained={checkpoints[name]}", "trainer.max_epochs=1", "task.max_len=48",
+        f"paths.output_dir={tmp_path / 'run'}",
+    )
+    run_dir, scores = finetune_classification(compose_finetune(overrides), overrides)
+    assert 0.0 <= scores["macro_f1"] <= 1.0
+    export = json.loads((run_dir / "classification_report.json").read_text())
+    assert export["labels"] == ["entailment", "neutral", "contradiction"]
