@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("tsv", "csv", "jsonl", "json")
 _FORMAT_BY_SUFFIX = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
@@ -115,14 +118,18 @@ def read_labelled(
     label_column: str | None,
     text_pair_column: str | None = None,
     file_format: str | None = "auto",
+    skip_empty_text: bool = False,
 ) -> list[LabelledText]:
-    """Rows of a labelled file; raises :class:`ClassificationFormatError` naming file and row."""
+    """Rows of a labelled file; raises :class:`ClassificationFormatError` naming file and row.
+    ``skip_empty_text``: rows with an empty text are left out and counted in a warning instead
+    (NSMC's published files hold a few)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: check task.data_dir / task.train_file / task.eval_file")
     file_format = resolve_format(path, file_format)
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
     rows: list[LabelledText] = []
+    skipped: list[str] = []
     for row, record in _records(path, file_format):
         short = [c for c in wanted if c in record and record[c] is None]
         if short:
@@ -138,6 +145,9 @@ def read_labelled(
             )
         text = str(record[text_column]).strip()
         pair = str(record[text_pair_column]).strip() if text_pair_column else None
+        if skip_empty_text and (not text or (text_pair_column and not pair)):
+            skipped.append(row)
+            continue
         if not text or (text_pair_column and not pair):
             column = text_column if not text else text_pair_column
             raise ClassificationFormatError(f"{row}: empty {column!r}; remove the row or fill it in")
@@ -145,6 +155,8 @@ def read_labelled(
         if label_column and not label:
             raise ClassificationFormatError(f"{row}: empty label in {label_column!r}")
         rows.append(LabelledText(text, pair, label, row))
+    if skipped:
+        log.warning("%s: %d rows with an empty text left out (first: %s)", path, len(skipped), skipped[0])
     if not rows:
         raise ClassificationFormatError(f"{path}: no data rows")
     return rows

@@ -114,7 +114,10 @@ def resolve_files(task_cfg: DictConfig) -> dict[str, Path | None]:
 
 
 def read_task_rows(task_cfg: DictConfig, path: Path) -> list[LabelledText]:
-    return read_labelled(path, task_cfg.text_column, task_cfg.label_column, task_cfg.text_pair_column, task_cfg.format)
+    return read_labelled(
+        path, task_cfg.text_column, task_cfg.label_column, task_cfg.text_pair_column, task_cfg.format,
+        skip_empty_text=task_cfg.skip_empty_text,
+    )
 
 
 def hold_out(rows: list[LabelledText], ratio: float, seed: int) -> tuple[list[LabelledText], list[LabelledText]]:

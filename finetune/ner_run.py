@@ -130,6 +130,7 @@ class ClassificationTaskSchema:
     text_pair_column: str | None = None
     label_column: str = "label"
     labels: list | None = None  # null: the labels of the training file, sorted
+    skip_empty_text: bool = False  # true: leave rows with an empty text out (with a warning)
     class_weights: Any = None  # null | balanced | [one weight per label]
     download: bool = False
     download_dir: str = "???"

@@ -188,3 +188,13 @@ def test_a_label_outside_training_stops_the_job_naming_the_row(tmp_path):
     bad_dev.write_text("comments\tcontain_gender_bias\tbias\thate\n좋아요\tFalse\tnone\tspam\n", encoding="utf-8")
     with pytest.raises(ClassificationFormatError, match=r"dev.tsv:2: label 'spam'"):
         run_task(tmp_path, "hate_speech", f"task.eval_file={bad_dev}")
+
+
+def test_empty_texts_can_be_left_out_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "nsmc.txt"
+    path.write_text("id\tdocument\tlabel\n1\t좋아요\t1\n2\t\t0\n3\t별로\t0\n", encoding="utf-8")
+    with pytest.raises(ClassificationFormatError, match=r"nsmc.txt:3: empty 'document'"):
+        read_labelled(path, "document", "label")
+    rows = read_labelled(path, "document", "label", skip_empty_text=True)
+    assert [r.text for r in rows] == ["좋아요", "별로"]
+    assert "1 rows with an empty text left out (first: " in caplog.text

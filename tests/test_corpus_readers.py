@@ -71,7 +71,11 @@ def test_missing_path_names_the_key(tmp_path):
 
 def test_petitions_one_document_per_line(tmp_path):
     path = tmp_path / "petitions_2019-01"
-    rows = [{"content": "첫 문단이다.\n둘째 문단이다.", "title": "t"}, {"content": "  ", "title": "빈"}, {"content": "셋째.", "title": "x"}]
+    rows = [
+        {"content": "첫 문단이다.\n둘째 문단이다.", "title": "t"},
+        {"content": "  ", "title": "빈"},
+        {"content": "셋째.", "title": "x"},
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     counts = Counter()
     docs = list(read_petitions(path, counts=counts))
@@ -143,7 +147,12 @@ def test_lines_empty_file_is_an_error(tmp_path):
 
 def test_lines_prepare_splits_comments_into_sentences(tmp_path):
     corpus = tmp_path / "comments.txt"
-    comments = ["진짜 재밌어요. 다음 주도 본다ㅋㅋㅋㅋ!!!!!", "", "별로예요. 연락처 010-1234-5678", "진짜 재밌어요. 다음 주도 본다ㅋㅋㅋ!!"]
+    comments = [
+        "진짜 재밌어요. 다음 주도 본다ㅋㅋㅋㅋ!!!!!",
+        "",
+        "별로예요. 연락처 010-1234-5678",
+        "진짜 재밌어요. 다음 주도 본다ㅋㅋㅋ!!",
+    ]
     corpus.write_text("\n".join(comments) + "\n", encoding="utf-8")
     settings = PrepareSettings(source="lines", root=str(corpus), split_sentences=True, valid_ratio=0.0)
     cleaning = CleaningConfig(squeeze_repeats=True, mask_personal_data=True)

@@ -99,6 +99,7 @@ def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
         (["train.train_mlm=false", "train.train_nsp=false"], "enable at least one objective"),
         (["model.hidden_size=100", "model.num_attention_heads=3"], "hidden_size"),
         (["data.max_len=256"], "data.max_len=256 is above the 128 positions"),
+        (["data=comments"], "data.root is not set: data=comments needs the corpus path"),
     ],
 )
 def test_bad_settings_fail_before_data_work(overrides, message):

@@ -34,7 +34,7 @@ class CleaningSchema:
 @dataclass
 class DataSchema:
     name: str = "sample"
-    source: str = "plain"  # plain | petitions
+    source: str = "plain"  # plain | lines (one document per line) | petitions
     root: str = "???"
     file_pattern: str = "*"
     split_sentences: bool = False

@@ -36,7 +36,7 @@ _PREPARE_FORMAT_VERSION = 2
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    source: str  # "plain" or "petitions"
+    source: str  # "plain", "lines" or "petitions"
     root: str
     file_pattern: str = "*"
     split_sentences: bool = False

@@ -47,7 +47,9 @@ def list_corpus_files(root: str | Path, pattern: str = "*") -> list[Path]:
         )
     files = sorted(p for p in path.glob(pattern) if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise FileNotFoundError(f"no corpus files matching {pattern!r} in {path}: check data.root and data.file_pattern.")
+        raise FileNotFoundError(
+            f"no corpus files matching {pattern!r} in {path}: check data.root and data.file_pattern."
+        )
     return files
 
 

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError(
+            f"data.root is not set: data={cfg.data.name} needs the corpus path, e.g. data.root=/path/comments.txt"
+        )
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
     if cfg.init_from:
