@@ -246,19 +246,25 @@ def _plans(tokenizer, vocabulary: _Vocabulary, texts, n, mask_prob, action, max_
     for row, (text, encoding) in enumerate(zip(texts, tokenizer.encode_batch(list(texts)), strict=True)):
         ids, offsets = list(encoding.ids), [tuple(o) for o in encoding.offsets]
         units = _units(tokenizer, text, ids, offsets, vocabulary.is_continuation)
-        # Insert makes the input longer by one token per chosen unit: leave room for them.
-        window = max_tokens - (_budget(mask_prob, len(units)) if action == "insert" else 0)
         protected = _protected_spans(text)
-        eligible = [
+
+        # Units that touch no placeholder and hold no special token but [UNK].
+        changeable = [
             index
             for index, unit in enumerate(units)
             if unit.end > unit.start
-            and unit.last <= window
             and not any(s < unit.end and unit.start < e for s, e in protected)
             and not any(
                 ids[i] in vocabulary.special_ids and ids[i] != tokenizer.unk_id for i in range(unit.first, unit.last)
             )
         ]
+        # A text longer than the model reads: units are chosen in its first window only.
+        window = max_tokens
+        eligible = [i for i in changeable if units[i].last <= window]
+        if action == "insert" and eligible:
+            # Insert makes the input one token longer per chosen unit: leave room for the most there can be.
+            window = max_tokens - _budget(mask_prob, len(eligible))
+            eligible = [i for i in changeable if units[i].last <= window]
         if not eligible:
             continue
         context = ids[: min(len(ids), window)]
@@ -431,7 +437,10 @@ def _file_format(path: Path, task: Task | None) -> str:
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], list[dict], list[int]]:
     rows, lines = [], []
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+        # TSV without quoting, as the classification reader and the published files (NSMC, Korean
+        # HateSpeech: comments with bare quotes) are read; CSV with the usual quoting.
+        quoting = {"quoting": csv.QUOTE_NONE, "quotechar": None} if delimiter == "\t" else {}
+        reader = csv.DictReader(f, delimiter=delimiter, **quoting)
         try:
             fieldnames = reader.fieldnames
             if not fieldnames:
@@ -555,8 +564,13 @@ def write_rows(path: Path, file_format: str, fieldnames: list[str], rows: list[d
     try:
         with handle as f:
             if file_format in ("csv", "tsv"):
+                quoting = {"quoting": csv.QUOTE_NONE, "quotechar": None} if file_format == "tsv" else {}
                 writer = csv.DictWriter(
-                    f, fieldnames=fieldnames, delimiter="," if file_format == "csv" else "\t", lineterminator="\n"
+                    f,
+                    fieldnames=fieldnames,
+                    delimiter="," if file_format == "csv" else "\t",
+                    lineterminator="\n",
+                    **quoting,
                 )
                 writer.writeheader()
                 writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)

@@ -252,3 +252,16 @@ def test_refuses_to_overwrite_the_input(export_dir, tmp_path, capsys):
     before = source.read_bytes()
     assert main([str(export_dir), "--input", str(source), "--output", str(source), "--task", "hate_speech"]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err and source.read_bytes() == before
+
+
+@pytest.mark.parametrize("action", ["substitute", "insert"])
+def test_text_longer_than_the_model_changes_in_its_first_window(published_dir, action):
+    model, tokenizer = load_mlm(published_dir)
+    long_text = " ".join(TEXTS * 10)
+    encoding = tokenizer.encode(long_text)
+    assert len(encoding.ids) > model.config.max_sequence_length
+    window_end = encoding.offsets[model.config.max_sequence_length - 3][1]
+    (variants,) = augment_rows(model, tokenizer, [long_text], n=3, action=action, seed=0, progress=False)
+    assert variants
+    for variant in variants:
+        assert variant.text.endswith(long_text[window_end:])
