@@ -6,11 +6,11 @@
 
 Classification tasks print ``run_dir``, the test-file scores when ``task.test_file`` is
 set, then ``macro_f1: <x>`` and ``accuracy: <x>`` (on the evaluation file) last; see
-finetune/classification_run.py. KLUE NER:
+finetune/classification/run.py. KLUE NER:
 
 With no arguments it finetunes a randomly initialised small encoder on the bundled
 KLUE-format sample (offline, about a minute on 2 CPU cores): the no-pretraining
-baseline, see finetune/ner_run.py. Logs to MLflow (experiment bert-lm-klue-ner),
+baseline, see finetune/ner/run.py. Logs to MLflow (experiment bert-lm-klue-ner),
 writes the per-type report, the confusion matrix and ner_export/ (for
 ``python -m finetune.predict <run_dir> "문장"``) into the run directory. The last
 three lines printed are ``entity_macro_f1: <x>``, ``char_macro_f1: <x>`` (on the
@@ -26,7 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bert_lm.config.hydra_setup import CONFIG_DIR
-from finetune.ner_run import CONFIG_NAME, check_finetune_overrides, finetune, setup_finetune_hydra
+from finetune.job_setup import CONFIG_NAME, check_finetune_overrides, setup_finetune_hydra
+from finetune.ner.run import finetune
 
 setup_finetune_hydra()
 
@@ -35,7 +36,7 @@ setup_finetune_hydra()
 def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.task.kind == "classification":
-        from finetune.classification_run import finetune_classification
+        from finetune.classification.run import finetune_classification
 
         run_dir, scores = finetune_classification(cfg, overrides)
         print(f"run_dir: {run_dir}")

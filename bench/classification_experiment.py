@@ -124,8 +124,8 @@ def finetune_run(pretrained: Path, init: str, train: Path, augment_file: Path | 
     from hydra.core.global_hydra import GlobalHydra
 
     from bert_lm.config.hydra_setup import CONFIG_DIR
-    from finetune.classification_run import finetune_classification
-    from finetune.ner_run import setup_finetune_hydra
+    from finetune.classification.run import finetune_classification
+    from finetune.job_setup import setup_finetune_hydra
 
     overrides = [
         "task=hate_speech",

@@ -136,7 +136,8 @@ def finetune_run(pretrained_dir: Path, init: str, head: str, out_dir: Path, cap_
     from hydra.core.global_hydra import GlobalHydra
 
     from bert_lm.config.hydra_setup import CONFIG_DIR
-    from finetune.ner_run import finetune, setup_finetune_hydra
+    from finetune.job_setup import setup_finetune_hydra
+    from finetune.ner.run import finetune
 
     overrides = [
         f"pretrained={pretrained_dir}",

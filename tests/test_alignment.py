@@ -3,7 +3,7 @@
 The central property: every gold entity whose boundaries fall on token boundaries
 survives characters -> tokens -> characters exactly (type, start, end). Entities
 cut by a token cannot be represented by any per-token tagger; those are counted,
-not hidden (:func:`finetune.alignment.span_recovery`).
+not hidden (:func:`finetune.ner.alignment.span_recovery`).
 """
 
 import itertools
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from finetune.alignment import (
+from finetune.ner.alignment import (
     char_tags_to_token_labels,
     char_tags_to_token_tags,
     make_windows,
@@ -22,7 +22,7 @@ from finetune.alignment import (
     window_example,
     window_owners,
 )
-from finetune.klue_ner import KLUE_NER_LABELS, NerSentence, entity_spans, parse_inline, read_klue_ner
+from finetune.ner.klue_ner import KLUE_NER_LABELS, NerSentence, entity_spans, parse_inline, read_klue_ner
 from tests.conftest import REPO_ROOT, shared_data_path
 
 SAMPLE_TRAIN = REPO_ROOT / "finetune" / "sample" / "klue-ner-sample-train.tsv"

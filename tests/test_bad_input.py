@@ -10,7 +10,7 @@ from bert_lm.corpus.readers import CorpusFormatError
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
 from bert_lm.training.pretraining_run import ConfigError, pretrain
-from finetune.klue_ner import KlueFormatError, read_klue_ner
+from finetune.ner.klue_ner import KlueFormatError, read_klue_ner
 from tests.test_run_pretraining import compose_config, tiny_overrides
 
 

@@ -14,7 +14,7 @@ import torch
 import torchmetrics
 from sklearn.metrics import f1_score
 
-from finetune.classification_data import (
+from finetune.classification.data import (
     ClassificationFormatError,
     LabelledText,
     encode_pairs,
@@ -22,9 +22,9 @@ from finetune.classification_data import (
     label_order,
     read_labelled,
 )
-from finetune.classification_export import load_classification_export
-from finetune.classification_metrics import classification_scores
-from finetune.classification_run import class_weights_for, finetune_classification, hold_out
+from finetune.classification.export import load_classification_export
+from finetune.classification.metrics import classification_scores
+from finetune.classification.run import class_weights_for, finetune_classification, hold_out
 from tests.conftest import REPO_ROOT
 from tests.test_finetune_e2e import compose_config, tiny_overrides
 

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from finetune import classification_download
-from finetune.classification_download import (
+from finetune.classification.download import (
     ClassificationDownloadError,
     check_tsv,
     download_korean_hate_speech,

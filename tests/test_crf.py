@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from finetune.crf import DISALLOWED_SCORE, CRFTagger, iob2_transition_masks
+from finetune.ner.crf import DISALLOWED_SCORE, CRFTagger, iob2_transition_masks
 
 LABELS = ["B-X", "I-X", "O"]
 LENGTHS = [4, 2, 3, 1]  # a padded batch

@@ -17,7 +17,9 @@ from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
 from bert_lm.training.run_support import ConfigError
 from finetune import predict
-from finetune.ner_run import check_finetune_config, check_finetune_overrides, finetune, setup_finetune_hydra
+from finetune.job_setup import check_finetune_overrides, setup_finetune_hydra
+from finetune.ner import export as ner_export
+from finetune.ner.run import check_finetune_config, finetune
 from tests.conftest import REPO_ROOT
 
 EXPERIMENT = "bert-lm-klue-ner"
@@ -147,7 +149,7 @@ def test_predict_prints_entities_with_spans(cli_run, tmp_path, capsys):
 
     # Entities come back as spans of the input, and a sentence longer than the model
     # length is read in windows: every character gets a tag.
-    predictor = predict.load_ner_export(run_dir)
+    predictor = ner_export.load_ner_export(run_dir)
     text = " ".join(["서울시교육청은 다음 달 1일부터 돌봄교실을 운영한다."] * 20)
     (tags,) = predictor.char_tags([text])
     assert len(tags) == len(text)
@@ -168,11 +170,11 @@ def test_predict_reports_a_damaged_export(cli_run, tmp_path, capsys):
     run_dir = cli_run[1]
     export_dir = tmp_path / "ner_export"
     shutil.copytree(run_dir / "ner_export", export_dir)
-    model_file = export_dir / predict.MODEL_FILE
+    model_file = export_dir / ner_export.MODEL_FILE
     model_file.write_bytes(b"not a checkpoint")
     assert predict.main([str(export_dir), "문장"]) == 1
     assert f"{model_file}: not a readable NER export" in capsys.readouterr().err
-    export = torch.load(run_dir / "ner_export" / predict.MODEL_FILE, weights_only=True)
+    export = torch.load(run_dir / "ner_export" / ner_export.MODEL_FILE, weights_only=True)
     del export["labels"]
     torch.save(export, model_file)
     assert predict.main([str(export_dir), "문장"]) == 1
@@ -187,7 +189,7 @@ def test_default_without_pretrained_is_a_random_encoder_with_a_task_tokenizer(tm
     run_dir, scores = finetune(compose_config(overrides), overrides)
     assert set(scores) == {"entity_macro_f1", "entity_micro_f1", "char_macro_f1"}
     assert list((tmp_path / "cache" / "tokenizers").iterdir()), "tokenizer trained on the task's train text"
-    predictor = predict.load_ner_export(run_dir)
+    predictor = ner_export.load_ner_export(run_dir)
     assert predictor.tagger.head == "softmax" and predictor.tagger.config.hidden_size == 64
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])

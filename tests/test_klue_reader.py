@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from seqeval.scheme import IOB2, Entities
 
-from finetune.download import KlueDownloadError, download_klue_ner, find_local_files
-from finetune.klue_ner import (
+from finetune.ner.download import KlueDownloadError, download_klue_ner, find_local_files
+from finetune.ner.klue_ner import (
     ENTITY_TYPES,
     KLUE_NER_LABELS,
     KlueFormatError,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.alignment import token_predictions_to_char_tags
-from finetune.klue_ner import KLUE_NER_LABELS, entity_spans, read_klue_ner
-from finetune.ner_data import (
+from finetune.ner.alignment import token_predictions_to_char_tags
+from finetune.ner.data import (
     IGNORE_LABEL,
     KlueNerDataModule,
     LengthGroupedBatchSampler,
@@ -18,6 +17,7 @@ from finetune.ner_data import (
     encode_sentences,
     window_size,
 )
+from finetune.ner.klue_ner import KLUE_NER_LABELS, entity_spans, read_klue_ner
 from tests.conftest import REPO_ROOT
 
 SAMPLE_DIR = REPO_ROOT / "finetune" / "sample"

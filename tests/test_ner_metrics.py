@@ -9,8 +9,8 @@ from seqeval.metrics import classification_report, f1_score
 from seqeval.scheme import IOB2
 from sklearn.metrics import f1_score as sklearn_f1
 
-from finetune.klue_ner import KLUE_NER_LABELS, read_klue_ner
-from finetune.metrics import (
+from finetune.ner.klue_ner import KLUE_NER_LABELS, read_klue_ner
+from finetune.ner.metrics import (
     MISSED,
     SPURIOUS,
     char_macro_f1,

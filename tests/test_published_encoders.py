@@ -14,8 +14,8 @@ import transformers
 
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.pretraining_run import ConfigError, pretrain
-from finetune.ner_run import finetune
-from finetune.predict import load_ner_export
+from finetune.ner.export import load_ner_export
+from finetune.ner.run import finetune
 from tests import published_layouts
 from tests.conftest import REPO_ROOT
 from tests.test_finetune_e2e import compose_config as compose_finetune
@@ -133,7 +133,7 @@ def test_ner_finetuning_of_a_published_encoder(tmp_path, checkpoints, name, capl
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["roberta", "electra-discriminator"])
 def test_nli_pair_classification_of_a_published_encoder(tmp_path, checkpoints, name):
-    from finetune.classification_run import finetune_classification
+    from finetune.classification.run import finetune_classification
 
     overrides = finetune_overrides(
         tmp_path, "task=klue_nli", f"pretrained={checkpoints[name]}", "trainer.max_epochs=1", "task.max_len=48",

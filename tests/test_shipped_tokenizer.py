@@ -17,8 +17,8 @@ from transformers import AutoTokenizer
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.tokenizer.shipped import ShippedTokenizer
-from finetune.alignment import span_recovery
-from finetune.klue_ner import read_klue_ner
+from finetune.ner.alignment import span_recovery
+from finetune.ner.klue_ner import read_klue_ner
 from tests import published_layouts as layouts
 from tests.conftest import REPO_ROOT
 from tests.test_alignment import assert_representable_spans_survive

@@ -99,6 +99,7 @@ class TrainSchema:
     scheduler: str = "linear"
     warmup_steps: int | None = None
     warmup_ratio: float = 0.06
+    budget_minutes: float | None = None  # stop at this much training time; schedule follows it
 
 
 @dataclass

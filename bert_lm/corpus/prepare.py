@@ -6,8 +6,12 @@ changes the result (so a changed corpus or setting never reuses a stale split):
   ``stats.json``                counts of documents, sentences, characters and of
                                 what each cleaning step changed
 
-The directory is written under a temporary name and renamed when complete, so an
-interrupted run never leaves a half-written corpus that a later run would trust.
+The directory is written under a temporary name of its own (process id and a random
+suffix) and renamed when complete, so an interrupted run never leaves a half-written
+corpus that a later run would trust, and two processes building at once never write into
+the same files. :func:`publish_directory` and :func:`build_lock` are that publish step and
+the lock that lets processes sharing a cache directory (a parallel multirun, several nodes
+of one job) build each result once: see ``bert_lm.training.corpus_pipeline``.
 
 Usage on its own: ``python -m bert_lm.corpus.prepare data=petitions data.root=<dir>``
 (any ``run.py`` data override works).
@@ -15,14 +19,21 @@ Usage on its own: ``python -m bert_lm.corpus.prepare data=petitions data.root=<d
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
+import logging
+import os
 import random
 import shutil
+import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from bert_lm.corpus.cleaning import CleaningConfig, DuplicateFilter, TextCleaner
@@ -32,6 +43,8 @@ from bert_lm.corpus.sentence_split import split_sentences
 TRAIN_FILE, VALID_FILE, STATS_FILE = "train.txt", "valid.txt", "stats.json"
 # Bump when cleaning or splitting code changes what a prepared corpus holds.
 _PREPARE_FORMAT_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,75 @@ def is_prepared(out_dir: Path) -> bool:
     return all((out_dir / name).is_file() for name in (TRAIN_FILE, VALID_FILE, STATS_FILE))
 
 
+# ---------------------------------------------------------------------------------------
+# Publishing a directory that other processes may be building at the same time
+
+
+def private_temporary(target: Path, kind: str = "tmp") -> Path:
+    """A hidden name beside ``target`` that no other process uses: ``.tmp-<name>-<pid>-<random>``."""
+    return target.with_name(f".{kind}-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def lock_path_for(target: Path) -> Path:
+    """``.<name>.lock`` beside ``target``: never inside it (a tokenizer directory is copied into
+    exports and MLflow), hidden so that globs such as ``mecab-wordpiece-*`` skip it."""
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextmanager
+def build_lock(target: Path, what: str) -> Iterator[FileLock]:
+    """Hold ``lock_path_for(target)`` while checking for, building and publishing ``target``.
+
+    A second process waits here (saying so) and then finds the first one's result. The lock
+    is ``fcntl.flock`` (filelock's ``FileLock``): the kernel releases it when its holder dies,
+    so a crashed build never leaves a stale lock. The empty lock file stays in place, as
+    filelock wants (waiters must lock the same inode); it is safe to delete when no run is
+    active.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path_for(target))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another process building %s %s (lock %s)", what, target, lock.lock_file)
+        lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def publish_directory(temporary: Path, target: Path, is_complete: Callable[[Path], bool]) -> bool:
+    """Rename the finished ``temporary`` to ``target`` (atomic: readers see nothing or all of it).
+
+    When ``target`` is already there, complete by ``is_complete``, another process published
+    first: ours is discarded and False returned, so every process uses the one in place. A
+    ``target`` that is not complete (a leftover) is moved aside and replaced.
+    """
+    for _ in range(5):
+        try:
+            os.rename(temporary, target)
+            return True
+        except OSError:
+            if not target.exists():
+                raise
+        if is_complete(target):
+            shutil.rmtree(temporary, ignore_errors=True)
+            return False
+        aside = private_temporary(target, "replaced")
+        try:
+            os.rename(target, aside)  # never delete under the real name: a reader could see half a directory
+        except FileNotFoundError:
+            continue  # someone else moved it: try again
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"could not publish {temporary} as {target}: it keeps being replaced by another process")
+
+
+def _same_prepared_corpus(a: Path, b: Path) -> bool:
+    names = (TRAIN_FILE, VALID_FILE, STATS_FILE)
+    return is_prepared(a) and is_prepared(b) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
 class _SplitWriter:
     """Streams documents to train/valid files, choosing the side per document.
 
@@ -124,9 +206,9 @@ def prepare_corpus(
     """Write the prepared corpus to ``out_dir`` (atomically) and return its stats."""
     out_dir = Path(out_dir)
     files = list_corpus_files(settings.root, settings.file_pattern)
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = private_temporary(out_dir)
+    tmp_dir.mkdir()
 
     reader_counts: Counter[str] = Counter()
     cleaner = TextCleaner(cleaning)
@@ -160,12 +242,26 @@ def prepare_corpus(
     writer.close()
 
     total_documents = sum(writer.documents.values())
+    problem = None
     if total_documents == 0:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise ValueError(
+        problem = (
             f"no usable text in {settings.root} (every document was empty after cleaning); "
             "check data.root and data.source."
         )
+    elif settings.valid_ratio > 0 and not writer.documents["valid"]:
+        problem = (
+            f"corpus {settings.root} is too small to give the validation split a document: {total_documents} "
+            f"documents, valid_ratio {settings.valid_ratio} (each document goes to one split whole); "
+            "add documents or raise data.valid_ratio"
+        )
+    elif not writer.documents["train"]:
+        problem = (
+            f"corpus {settings.root} is too small to give the training split a document: {total_documents} "
+            f"documents, valid_ratio {settings.valid_ratio}; add documents or lower data.valid_ratio"
+        )
+    if problem:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise ValueError(problem)
     stats = {
         "files": [str(p) for p in files],
         "documents": dict(writer.documents),
@@ -177,8 +273,9 @@ def prepare_corpus(
         "reader": dict(reader_counts),
     }
     (tmp_dir / STATS_FILE).write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    # The same inputs and settings give the same bytes: a corpus another process published
+    # meanwhile is kept if identical, and anything else under out_dir is replaced.
+    publish_directory(tmp_dir, out_dir, lambda existing: _same_prepared_corpus(existing, tmp_dir))
     return stats
 
 

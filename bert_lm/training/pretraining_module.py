@@ -23,6 +23,7 @@ import torchmetrics
 from torch.optim.lr_scheduler import LambdaLR
 
 from bert_lm.models.bert import IGNORE_INDEX, BertConfig, BertForPreTraining, training_matmul_flops
+from bert_lm.training.budget import budget_schedule, find_budget
 
 SPLITS = ("train", "val")
 # ModuleDict keys cannot be "train" (nn.Module.train exists): metrics live under "<split>_metrics".
@@ -185,6 +186,13 @@ class PretrainingModule(pl.LightningModule):
         else:
             optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
                                           eps=self.hparams.adam_eps)
+        budget = find_budget(self.trainer)
+        if budget is not None:
+            # train.budget_minutes: warmup and decay follow the elapsed share of the time budget, not
+            # the step count. (Not an hparam: a resume may raise the budget, and MLflow params are final.)
+            schedule = budget_schedule(self.hparams.scheduler, self.hparams.warmup_ratio)
+            scheduler = LambdaLR(optimizer, lambda _step: schedule(budget.fraction))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         total_steps = int(self.trainer.estimated_stepping_batches)
         # An explicit warmup_steps wins; otherwise a fraction of the run, so that a
         # short run on a small corpus still reaches its peak learning rate.

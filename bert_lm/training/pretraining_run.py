@@ -19,6 +19,7 @@ from bert_lm.data.datamodule import PretrainingDataModule
 from bert_lm.models.bert import BertConfig
 from bert_lm.models.hf_interop import export_hf, import_hf, read_hf_config
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
+from bert_lm.training.budget import TrainingBudget
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
 from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.run_support import (
@@ -42,6 +43,14 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.root is not set: data={cfg.data.name} needs the corpus path, e.g. data.root=/path/comments.txt"
         )
+    if cfg.train.budget_minutes is not None:
+        if not cfg.train.budget_minutes > 0:
+            raise ConfigError(f"train.budget_minutes={cfg.train.budget_minutes}: must be > 0 (or null for steps)")
+        if cfg.train.warmup_steps is not None:
+            raise ConfigError(
+                "train.warmup_steps is set together with train.budget_minutes: with a time budget, warmup is "
+                "train.warmup_ratio of the budget; set train.warmup_steps=null"
+            )
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
     if cfg.init_from:
@@ -128,6 +137,7 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule:
         "pad_token_id": tokenizer.pad_id,
     }
     train = OmegaConf.to_container(cfg.train, resolve=True)
+    train.pop("budget_minutes", None)  # the Trainer's TrainingBudget callback carries it
     module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
     if cfg.init_from:
         imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
@@ -199,8 +209,15 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
 
     logger = build_logger(cfg, run_dir, overrides)
     log_config_params(logger, cfg)
-    trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)
+    budget = TrainingBudget(cfg.train.budget_minutes) if cfg.train.budget_minutes else None
+    # With a time budget, the budget decides when to stop, not a step or epoch count.
+    limits = {"max_steps": -1, "max_epochs": -1} if budget else {}
+    trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR, [budget] if budget else None, **limits)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    if budget is not None:
+        # Stopped mid-epoch at the budget: the final state is a checkpoint too (and the one to resume from).
+        trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / "last.ckpt")
+        print(f"budget: {budget.elapsed_s / 60:.2f} of {budget.budget_s / 60:.2f} training minutes used")
     trainer.validate(module, datamodule=datamodule)
 
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

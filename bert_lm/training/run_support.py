@@ -67,15 +67,17 @@ def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
     return logger
 
 
-def build_trainer(cfg: DictConfig, logger, checkpoint_dir: Path) -> pl.Trainer:
-    callbacks = []
+def build_trainer(
+    cfg: DictConfig, logger, checkpoint_dir: Path, extra_callbacks: list | None = None, **trainer_overrides
+) -> pl.Trainer:
+    callbacks = list(extra_callbacks or [])
     for name, callback_cfg in cfg.callbacks.items():
         if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
             continue  # Lightning refuses a progress-bar callback when the bar is off
         overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
         callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
     return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                   strategy=build_strategy(cfg.strategy))
+                                   strategy=build_strategy(cfg.strategy), **trainer_overrides)
 
 
 def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:

@@ -15,7 +15,7 @@ differences from the baseline, so that exactly the characters of the text are sc
 * it scores the flattened batch with one extra ``O`` for [CLS] and [SEP] per
   sentence; we score only characters of the text (this moves the O-class F1 a hair);
 * it drops characters past ``max_seq_length`` from scoring; we predict every
-  character (sliding windows, :mod:`finetune.alignment`).
+  character (sliding windows, :mod:`finetune.ner.alignment`).
 
 All scores are fractions in [0, 1]; KLUE's leaderboard shows them x100.
 """
@@ -33,7 +33,7 @@ from seqeval.metrics import f1_score as seqeval_f1
 from seqeval.scheme import IOB2
 from sklearn.metrics import f1_score as sklearn_f1
 
-from finetune.klue_ner import ENTITY_TYPES, KLUE_NER_LABELS, entity_spans
+from finetune.ner.klue_ner import ENTITY_TYPES, KLUE_NER_LABELS, entity_spans
 from finetune.plots import plot_count_matrix
 
 MISSED = "MISSED"
@@ -167,7 +167,7 @@ def klue_ner_metrics(
     labels: Sequence[str] = KLUE_NER_LABELS,
 ) -> dict:
     """Everything for one evaluation, from per-character tags of whole sentences
-    (whitespace included, as :func:`finetune.klue_ner.read_klue_ner` returns them)."""
+    (whitespace included, as :func:`finetune.ner.klue_ner.read_klue_ner` returns them)."""
     gold_kept, pred_kept = drop_whitespace(texts, gold), drop_whitespace(texts, pred)
     return {
         "entity_macro_f1": entity_f1(gold_kept, pred_kept, "macro"),

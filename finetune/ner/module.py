@@ -3,13 +3,13 @@
 :class:`BertNerTagger` -- encoder -> dropout -> linear emission scores (B, T, labels)
 -> a head:
 
-* ``crf``: a linear-chain CRF (:class:`finetune.crf.CRFTagger`), optionally with
+* ``crf``: a linear-chain CRF (:class:`finetune.ner.crf.CRFTagger`), optionally with
   IOB2-constrained transitions, trained by negative log-likelihood and decoded
   with Viterbi;
 * ``softmax``: token-level cross-entropy, argmax decoding.
 
 Both heads read every position inside the attention mask ([CLS] and [SEP] carry
-``O``, see :mod:`finetune.alignment`), so the CRF mask is the attention mask.
+``O``, see :mod:`finetune.ner.alignment`), so the CRF mask is the attention mask.
 
 :class:`NerModule` -- optimisation and evaluation. AdamW with separate learning
 rates for the encoder and for the head (emission layer + CRF), no weight decay on
@@ -17,7 +17,7 @@ biases, LayerNorm weights and CRF scores, linear warmup then linear decay
 (:func:`bert_lm.training.pretraining_module.warmup_schedule`). Validation decodes every
 window, merges windows per sentence, turns token tags into character tags and
 scores the whole evaluation split at epoch end with
-:func:`finetune.metrics.klue_ner_metrics`, logged as ``val/entity_macro_f1``,
+:func:`finetune.ner.metrics.klue_ner_metrics`, logged as ``val/entity_macro_f1``,
 ``val/char_macro_f1``, ``val/entity_micro_f1`` (and ``val/loss``). The last
 evaluation is kept in :attr:`NerModule.last_evaluation` for the end-of-run report.
 
@@ -40,9 +40,9 @@ import torchmetrics
 from torch import nn
 
 from bert_lm.models.bert import BertConfig, BertModel, init_bert_weights
-from finetune.crf import CRFTagger
-from finetune.metrics import klue_ner_metrics
-from finetune.ner_data import IGNORE_LABEL, char_tags_from_windows
+from finetune.ner.crf import CRFTagger
+from finetune.ner.data import IGNORE_LABEL, char_tags_from_windows
+from finetune.ner.metrics import klue_ner_metrics
 from finetune.optimization import encoder_head_optimizer
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class BertNerTagger(nn.Module):
 class NerEvaluation:
     """Scores of one evaluation and what they were computed from (character tags)."""
 
-    metrics: dict  # finetune.metrics.klue_ner_metrics output (report and confusion included)
+    metrics: dict  # finetune.ner.metrics.klue_ner_metrics output (report and confusion included)
     ids: list[str]
     texts: list[str]
     gold: list[list[str]]
@@ -200,7 +200,7 @@ class NerModule(pl.LightningModule):
         if not sentences:
             raise RuntimeError(
                 "NerModule evaluates against trainer.datamodule.eval_sentences: "
-                "pass a finetune.ner_data.KlueNerDataModule to fit/validate"
+                "pass a finetune.ner.data.KlueNerDataModule to fit/validate"
             )
         evaluation = evaluate_predictions(sentences, predictions, self.hparams.labels)
         if evaluation is None:
@@ -223,7 +223,7 @@ class NerModule(pl.LightningModule):
 
 def evaluate_predictions(sentences, window_predictions, labels: Sequence[str]) -> NerEvaluation | None:
     """Score window predictions against the gold tags of ``sentences``
-    (:class:`finetune.ner_data.EncodedSentence`); None when no sentence is complete."""
+    (:class:`finetune.ner.data.EncodedSentence`); None when no sentence is complete."""
     char_tags = char_tags_from_windows(sentences, window_predictions, labels)
     complete = [(s, tags) for s, tags in zip(sentences, char_tags, strict=True) if tags is not None]
     if not complete:

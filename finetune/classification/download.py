@@ -6,7 +6,7 @@
   (7,896 comments) and ``labeled/dev.tsv`` (471), TSV
   ``comments contain_gender_bias bias hate``.
 
-As in :mod:`finetune.download`: each URL is pinned to a commit, so a cached file
+As in :mod:`finetune.ner.download`: each URL is pinned to a commit, so a cached file
 always means the same data; a download goes to a temporary file in the cache
 directory, is checked (header columns, at least one data row, every row with the
 header's number of fields, then the git blob id of the file at the pinned commit:
@@ -16,8 +16,8 @@ then is renamed into place, atomically. A cache file either is complete or is ab
 Offline, the first request fails within ``timeout`` seconds with a message that
 says how to use local files instead (``task.data_dir=<dir> task.train_file=...``).
 
-    python -m finetune.classification_download nsmc --cache-dir ~/.cache/nsmc
-    python -m finetune.classification_download hate_speech --cache-dir ~/.cache/korean-hate-speech
+    python -m finetune.classification.download nsmc --cache-dir ~/.cache/nsmc
+    python -m finetune.classification.download hate_speech --cache-dir ~/.cache/korean-hate-speech
 """
 
 from __future__ import annotations

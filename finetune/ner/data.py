@@ -3,10 +3,10 @@
 Forward (:func:`encode_sentences`, :class:`NerWindowDataset`, :class:`NerCollator`)
     Each sentence is tokenized once with the pretraining tokenizer; its character
     tags become one tag per token through the tokenizer's character offsets
-    (:func:`finetune.alignment.char_tags_to_token_tags`: *every* token is labelled,
+    (:func:`finetune.ner.alignment.char_tags_to_token_tags`: *every* token is labelled,
     so the CRF mask equals the attention mask). A sentence longer than
     ``max_len - 2`` tokens is cut into overlapping windows
-    (:func:`finetune.alignment.make_windows`); each window is one example
+    (:func:`finetune.ner.alignment.make_windows`); each window is one example
     ``[CLS] tokens [SEP]`` with labels ``O tags O``, and remembers
     ``(sentence_index, window_index)``. Nothing is truncated: every character is
     in some window. Batches are padded on the right, so the attention mask of a
@@ -29,18 +29,18 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from bert_lm.tokenizer.loading import load_tokenizer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer, TokenizedText
-from finetune.alignment import (
+from bert_lm.tokenizer.loading import load_tokenizer
+from finetune.ner.alignment import (
     char_tags_to_token_tags,
     make_windows,
     merge_window_predictions,
     token_predictions_to_char_tags,
     window_example,
 )
-from finetune.klue_ner import NerSentence, read_klue_ner
+from finetune.ner.klue_ner import NerSentence, read_klue_ner
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class KlueNerDataModule(pl.LightningDataModule):
     """Train and evaluation splits of KLUE NER TSV files as window batches.
 
     The files are resolved (found locally or downloaded) before this module is
-    built (:func:`finetune.ner_run.resolve_task_files`); ``setup`` reads and
+    built (:func:`finetune.ner.run.resolve_task_files`); ``setup`` reads and
     tokenizes them, which takes seconds for KLUE's sizes, so nothing is cached.
     With ``group_by_length`` training batches hold windows of similar length
     (:class:`LengthGroupedBatchSampler`): KLUE sentences average ~40 tokens, and

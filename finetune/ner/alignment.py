@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from finetune.klue_ner import NerSentence, entity_spans
+from finetune.ner.klue_ner import NerSentence, entity_spans
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ is renamed into place, atomically: a cache file either is complete or is absent.
 Offline, the first request fails within ``timeout`` seconds with a message that
 says how to use local files instead (``task.data_dir=<local dir>``).
 
-    python -m finetune.download --cache-dir ~/.cache/klue-ner
+    python -m finetune.ner.download --cache-dir ~/.cache/klue-ner
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from finetune.klue_ner import KlueFormatError, read_klue_ner
+from finetune.ner.klue_ner import KlueFormatError, read_klue_ner
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ scored once with the selected model (``task.test_file``) -> MLflow.
 
 The encoder comes from ``pretrained=`` exactly as for NER (our run directory, a
 ``.ckpt``, our HF export, or a published BERT / RoBERTa / ELECTRA directory); see
-:mod:`finetune.ner_run` for ``finetune.init`` and the no-pretraining baseline.
+:mod:`finetune.ner.run` for ``finetune.init`` and the no-pretraining baseline.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from bert_lm.models.bert import BertConfig
 from bert_lm.training.run_support import CHECKPOINT_DIR, ConfigError, build_logger, build_trainer, log_config_params
 from bert_lm.training.strategies import check_strategy_runnable
-from finetune.classification_data import (
+from finetune.classification.data import (
     ClassificationDataModule,
     ClassificationFormatError,
     LabelledText,
@@ -34,19 +34,19 @@ from finetune.classification_data import (
     label_order,
     read_labelled,
 )
-from finetune.classification_export import (
+from finetune.classification.export import (
     CLASSIFICATION_EXPORT_DIR,
     load_classification_export,
     save_classification_export,
 )
-from finetune.classification_metrics import (
+from finetune.classification.metrics import (
     classification_scores,
     format_classification_report,
     plot_confusion_matrix,
 )
-from finetune.classification_module import ClassificationEvaluation, ClassificationModule
+from finetune.classification.module import ClassificationEvaluation, ClassificationModule
 from finetune.encoder_loading import pooler_was_trained
-from finetune.ner_run import build_encoder, resolve_init
+from finetune.job_setup import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _path(task_cfg: DictConfig, name: str | None) -> Path | None:
 def resolve_files(task_cfg: DictConfig) -> dict[str, Path | None]:
     """``{"train", "eval", "test"}`` paths: downloaded (``task.download``) or named in ``task.data_dir``."""
     if task_cfg.download:
-        from finetune.classification_download import download_korean_hate_speech, download_nsmc
+        from finetune.classification.download import download_korean_hate_speech, download_nsmc
 
         if task_cfg.name == "hate_speech":
             paths = download_korean_hate_speech(task_cfg.download_dir, ("train", "dev"))

@@ -18,8 +18,8 @@ import torch
 from bert_lm.models.bert import BertConfig
 from bert_lm.models.hf_interop import copy_tokenizer_files
 from bert_lm.tokenizer.loading import load_tokenizer
-from finetune.classification_data import ClassificationCollator, LabelledText, encode_pairs
-from finetune.classification_module import BertSequenceClassifier
+from finetune.classification.data import ClassificationCollator, LabelledText, encode_pairs
+from finetune.classification.module import BertSequenceClassifier
 
 CLASSIFICATION_EXPORT_DIR = "classification_export"
 MODEL_FILE = "classifier.pt"

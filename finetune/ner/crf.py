@@ -15,7 +15,7 @@ What the wrapper adds:
   labels. Writing ``-10000`` into the parameter once would not stay: weight decay
   and gradient steps would move it back towards zero during fine-tuning.
   A large finite value rather than ``-inf``: a gold path that breaks a constraint
-  (it cannot, after :func:`finetune.alignment.repair_iob2`) then costs a large loss
+  (it cannot, after :func:`finetune.ner.alignment.repair_iob2`) then costs a large loss
   instead of ``inf``/``nan`` gradients.
 * Emissions are cast to float32 (the forward algorithm's logsumexp over a sequence
   is not something to run in fp16/bf16 under autocast).

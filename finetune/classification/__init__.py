@@ -1,0 +1,1 @@
+"""Sentence and pair classification: readers, model, metrics, the job, export, downloads."""
