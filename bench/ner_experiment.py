@@ -75,6 +75,7 @@ def max_time_override(seconds: float) -> str:
 
 PRETRAIN_OVERRIDES = [
     "data=petitions",
+    f"data.root={PETITIONS_DIR}",
     "model=small",
     "train.train_nsp=false",
     "data.batch_size=32",

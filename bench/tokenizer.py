@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bert_lm import mecab_segmenter  # noqa: E402
 from bert_lm.corpus.cleaning import CleaningConfig  # noqa: E402
 from bert_lm.corpus.prepare import PrepareSettings, prepare_corpus  # noqa: E402
+from bert_lm.tokenizer import mecab_segmenter  # noqa: E402
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer  # noqa: E402
 from finetune.ner.alignment import span_recovery  # noqa: E402
 from finetune.ner.klue_ner import read_klue_ner  # noqa: E402

@@ -14,6 +14,7 @@ no-pretraining baseline; ``finetune.init=pretrained`` without ``pretrained=`` is
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +154,10 @@ def ensure_task_tokenizer(cfg: DictConfig, train_file: Path, train_texts: Callab
     text_dir = Path(cfg.paths.cache_dir) / "task_text" / f"{cfg.task.name}-train-{digest}"
     if not (text_dir / TRAIN_FILE).is_file():
         text_dir.mkdir(parents=True, exist_ok=True)
-        tmp = text_dir / (TRAIN_FILE + ".tmp")
+        # A name of this process's own: parallel finetuning runs may write the same text at once.
+        tmp = text_dir / f".{TRAIN_FILE}.{os.getpid()}.tmp"
         tmp.write_text("".join(t.strip() + "\n" for t in train_texts() if t.strip()), encoding="utf-8")
-        tmp.rename(text_dir / TRAIN_FILE)
+        os.replace(tmp, text_dir / TRAIN_FILE)
     return ensure_tokenizer(cfg.tokenizer, text_dir, cfg.paths.cache_dir, show_progress=False)
 
 

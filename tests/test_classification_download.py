@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from finetune import classification_download
+from finetune.classification import download as classification_download
 from finetune.classification.download import (
     ClassificationDownloadError,
     check_tsv,

@@ -149,3 +149,36 @@ def test_roberta_config_keeps_its_traits():
     assert config.max_sequence_length == 512
     hf = transformers.RobertaConfig(**config.to_hf_dict())
     assert hf.pad_token_id == 1 and hf.type_vocab_size == 1 and hf.architectures == ["RobertaForMaskedLM"]
+
+
+def test_roberta_prelayernorm_matches_transformers_and_exports_in_its_layout(tmp_path):
+    config = transformers.RobertaPreLayerNormConfig(
+        **SIZES, max_position_embeddings=12 + 2, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1
+    )
+    torch.manual_seed(0)
+    hf_dir = save(transformers.RobertaPreLayerNormForMaskedLM(config), tmp_path / "preln")
+    ours = import_hf(hf_dir)
+    assert ours.config.pre_layer_norm and hasattr(ours.bert, "LayerNorm")
+    input_ids, attention_mask = batch(pad_id=1)
+    real = attention_mask.bool()
+    theirs = hf_logits(hf_dir, transformers.RobertaPreLayerNormForMaskedLM, input_ids, attention_mask)
+    assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE
+    export = export_hf(ours, tmp_path / "export")
+    model, info = transformers.AutoModelForMaskedLM.from_pretrained(export, output_loading_info=True)
+    assert type(model).__name__ == "RobertaPreLayerNormForMaskedLM"
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    again = hf_logits(export, transformers.RobertaPreLayerNormForMaskedLM, input_ids, attention_mask)
+    assert (again[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+def test_a_prelayernorm_model_trained_from_scratch_exports_cleanly(tmp_path):
+    from bert_lm.models.bert import BertForPreTraining
+
+    config = BertConfig(**SIZES, model_type="roberta-prelayernorm", pad_token_id=1, type_vocab_size=1,
+                        max_position_embeddings=14)
+    ours = BertForPreTraining(config).eval()
+    export = export_hf(ours, tmp_path / "export")
+    input_ids, attention_mask = batch(pad_id=1)
+    real = attention_mask.bool()
+    theirs = hf_logits(export, transformers.RobertaPreLayerNormForMaskedLM, input_ids, attention_mask)
+    assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE

@@ -34,9 +34,11 @@ class CleaningSchema:
 @dataclass
 class DataSchema:
     name: str = "sample"
-    source: str = "plain"  # plain | lines (one document per line) | petitions
+    source: str = "plain"  # plain | lines | petitions | namuwiki | jsonl | csv | tsv | parquet | datasets
     root: str = "???"
     file_pattern: str = "*"
+    text_field: str = "text"  # jsonl: the JSON field that holds a document's text
+    text_column: str = "text"  # csv, tsv, parquet, datasets: the column that holds a document's text
     split_sentences: bool = False
     valid_ratio: float = 0.1
     split_seed: int = 42

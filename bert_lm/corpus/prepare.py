@@ -52,6 +52,8 @@ class PrepareSettings:
     source: str  # "plain", "lines" or "petitions"
     root: str
     file_pattern: str = "*"
+    text_field: str = "text"  # jsonl
+    text_column: str = "text"  # csv, tsv, parquet, datasets
     split_sentences: bool = False
     valid_ratio: float = 0.1
     split_seed: int = 42
@@ -113,9 +115,9 @@ def build_lock(target: Path, what: str) -> Iterator[FileLock]:
 
     A second process waits here (saying so) and then finds the first one's result. The lock
     is ``fcntl.flock`` (filelock's ``FileLock``): the kernel releases it when its holder dies,
-    so a crashed build never leaves a stale lock. The empty lock file stays in place, as
-    filelock wants (waiters must lock the same inode); it is safe to delete when no run is
-    active.
+    so a crashed build never leaves a stale lock. After a build the empty lock file stays in
+    place, as filelock wants (waiters must lock the same inode); it is safe to delete when no
+    run is active. After a failed build it is removed.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_path_for(target))
@@ -126,6 +128,11 @@ def build_lock(target: Path, what: str) -> Iterator[FileLock]:
         lock.acquire()
     try:
         yield lock
+    except BaseException:
+        # A failed build leaves nothing behind, its lock file included. Unlinking it while
+        # held is safe: a waiter that then locks the unlinked file sees so and retries.
+        Path(lock.lock_file).unlink(missing_ok=True)
+        raise
     finally:
         lock.release()
 
@@ -171,8 +178,10 @@ class _SplitWriter:
     """
 
     def __init__(self, out_dir: Path, valid_ratio: float, seed: int):
-        self.files = {"train": open(out_dir / TRAIN_FILE, "w", encoding="utf-8"),
-                      "valid": open(out_dir / VALID_FILE, "w", encoding="utf-8")}
+        self.files = {
+            "train": open(out_dir / TRAIN_FILE, "w", encoding="utf-8"),
+            "valid": open(out_dir / VALID_FILE, "w", encoding="utf-8"),
+        }
         self.valid_ratio = valid_ratio
         self.rng = random.Random(seed)
         self.held_back: list[str] | None = None
@@ -217,7 +226,14 @@ def prepare_corpus(
     characters = 0
     dropped = Counter()
     try:
-        documents = read_documents(files, settings.source, settings.on_decode_error, reader_counts)
+        documents = read_documents(
+            files,
+            settings.source,
+            settings.on_decode_error,
+            reader_counts,
+            text_field=settings.text_field,
+            text_column=settings.text_column,
+        )
         for document in tqdm(documents, desc="prepare", unit="doc", disable=not show_progress, mininterval=1.0):
             sentences = []
             for block in document.blocks:

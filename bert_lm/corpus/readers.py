@@ -1,6 +1,6 @@
 """Readers that turn corpus files into documents (lists of text blocks).
 
-Three formats:
+Text formats:
   * ``plain``: one sentence per line; documents are separated by a blank line or
     a line holding only ``[EOD]``. Each yielded block is one sentence.
   * ``lines``: one document per line (a comment file, one comment a line). Each
@@ -9,6 +9,16 @@ Three formats:
   * ``petitions``: the Korean petitions archive, JSON lines with the text in
     ``content`` (plus ``title``, ``category``, ...). One petition is one document;
     each yielded block is one paragraph, to be cut into sentences later.
+  * ``namuwiki``: Korpora's namuwikitext files (``namuwikitext_20200302.train`` ...).
+    A title line `` = 제목 = `` starts a document; section headers `` = = 소제목 = = ``
+    (more ``=``) and the title itself are dropped, as BERT dropped Wikipedia headers:
+    a heading is no sentence, and "개요" in every document would be a repeated
+    one-word "sentence". Each other non-blank line is one block: the dump writes a
+    paragraph or list item per line, so joining the lines between blank lines would
+    glue list items ("김포 버스 388", "일본 국도 388") into one unsplittable sentence.
+
+The record formats (``jsonl``, ``csv``, ``tsv``, ``parquet``, ``datasets``) live in
+:mod:`bert_lm.corpus.formats`: one record (line, row) is one document.
 
 Files are read line by line in binary and decoded per line, so a bad byte is
 reported with its file and line, and memory does not depend on file size.
@@ -17,6 +27,7 @@ reported with its file and line, and memory does not depend on file size.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +42,7 @@ class CorpusFormatError(ValueError):
 
 @dataclass
 class Document:
-    blocks: list[str]  # sentences (plain), paragraphs (petitions) or the whole line (lines)
+    blocks: list[str]  # sentences (plain), paragraphs (petitions, records), lines (namuwiki) or the whole line (lines)
     source: str  # "path:first_line", for messages
 
 
@@ -53,7 +64,11 @@ def list_corpus_files(root: str | Path, pattern: str = "*") -> list[Path]:
     return files
 
 
-def _decoded_lines(path: Path, on_decode_error: str, counts: Counter) -> Iterator[tuple[int, str]]:
+def decoded_lines(
+    path: Path, on_decode_error: str, counts: Counter, keep_line_ends: bool = False
+) -> Iterator[tuple[int, str]]:
+    """(line number, line) pairs of a UTF-8 file; a bad byte raises with file and line, or is skipped
+    and counted (``on_decode_error=skip``). ``keep_line_ends`` keeps "\\n" for the csv module."""
     if on_decode_error not in ("raise", "skip"):
         raise ValueError(f"data.on_decode_error={on_decode_error!r}: use 'raise' or 'skip'")
     with open(path, "rb") as handle:
@@ -71,7 +86,7 @@ def _decoded_lines(path: Path, on_decode_error: str, counts: Counter) -> Iterato
                 ) from None
             if line_number == 1:
                 line = line.removeprefix("\ufeff")  # a UTF-8 BOM is not text
-            yield line_number, line.rstrip("\r\n")
+            yield line_number, line if keep_line_ends else line.rstrip("\r\n")
 
 
 def read_plain_text(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
@@ -79,7 +94,7 @@ def read_plain_text(path: Path, on_decode_error: str = "raise", counts: Counter 
     sentences: list[str] = []
     first_line = 1
     any_text = False
-    for line_number, line in _decoded_lines(path, on_decode_error, counts):
+    for line_number, line in decoded_lines(path, on_decode_error, counts):
         stripped = line.strip()
         if not stripped or stripped == EOD:
             if sentences:
@@ -99,7 +114,7 @@ def read_plain_text(path: Path, on_decode_error: str = "raise", counts: Counter 
 def read_lines(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
     counts = Counter() if counts is None else counts
     any_text = False
-    for line_number, line in _decoded_lines(path, on_decode_error, counts):
+    for line_number, line in decoded_lines(path, on_decode_error, counts):
         stripped = line.strip()
         # A line of only [EOD] is no comment: in the prepared corpus it would read as a document end.
         if not stripped or stripped == EOD:
@@ -113,7 +128,7 @@ def read_lines(path: Path, on_decode_error: str = "raise", counts: Counter | Non
 def read_petitions(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
     counts = Counter() if counts is None else counts
     any_line = False
-    for line_number, line in _decoded_lines(path, on_decode_error, counts):
+    for line_number, line in decoded_lines(path, on_decode_error, counts):
         if not line.strip():
             continue
         any_line = True
@@ -137,13 +152,70 @@ def read_petitions(path: Path, on_decode_error: str = "raise", counts: Counter |
         raise CorpusFormatError(f"{path}: the file holds no petitions; remove it or point data.root elsewhere.")
 
 
-READERS = {"plain": read_plain_text, "lines": read_lines, "petitions": read_petitions}
+# A title line " = 제목 = " (one "=" a side) or a section header " = = 소제목 = = " (more).
+_NAMUWIKI_HEADING_RE = re.compile(r"^\s*(=(?: =)*) (.*?) \1\s*$")
+
+
+def read_namuwiki(path: Path, on_decode_error: str = "raise", counts: Counter | None = None) -> Iterator[Document]:
+    counts = Counter() if counts is None else counts
+    blocks: list[str] = []
+    title_line = 0  # 0 until the first title
+    for line_number, line in decoded_lines(path, on_decode_error, counts):
+        stripped = line.strip()
+        if not stripped or stripped == EOD:
+            continue
+        heading = _NAMUWIKI_HEADING_RE.match(line)
+        if heading and heading.group(1) == "=":
+            if title_line:
+                yield from _namuwiki_document(path, title_line, blocks, counts)
+            title_line, blocks = line_number, []
+            continue
+        if not title_line:
+            raise CorpusFormatError(
+                f"{path}:{line_number}: text before the first title line (' = 제목 = '). data.source=namuwiki "
+                "reads Korpora's namuwikitext files, where each document starts with its title; use "
+                "data.source=plain or lines for other text."
+            )
+        if heading:
+            counts["namuwiki_section_headers"] += 1
+            continue
+        blocks.append(stripped)
+    if not title_line:
+        raise CorpusFormatError(f"{path}: the file holds no text; remove it or point data.root elsewhere.")
+    yield from _namuwiki_document(path, title_line, blocks, counts)
+
+
+def _namuwiki_document(path: Path, title_line: int, blocks: list[str], counts: Counter) -> Iterator[Document]:
+    if blocks:
+        yield Document(blocks, f"{path}:{title_line}")
+    else:
+        counts["empty_documents"] += 1  # a title with no text under it
+
+
+READERS = {"plain": read_plain_text, "lines": read_lines, "petitions": read_petitions, "namuwiki": read_namuwiki}
 
 
 def read_documents(
-    files: list[Path], source: str, on_decode_error: str = "raise", counts: Counter | None = None
+    files: list[Path],
+    source: str,
+    on_decode_error: str = "raise",
+    counts: Counter | None = None,
+    *,
+    text_field: str = "text",
+    text_column: str = "text",
 ) -> Iterator[Document]:
-    if source not in READERS:
-        raise ValueError(f"data.source={source!r}: use one of {sorted(READERS)}")
-    for path in files:
-        yield from READERS[source](path, on_decode_error, counts)
+    """The documents of ``files`` (as :func:`list_corpus_files` lists them) in order.
+
+    ``text_field`` names the JSON field of ``jsonl`` records; ``text_column`` the column of
+    ``csv``/``tsv``/``parquet``/``datasets`` rows; other sources take neither.
+    """
+    # formats.py builds on this module (Document, decoded_lines), so it is imported here, not at the top.
+    from bert_lm.corpus import formats
+
+    if source not in READERS and source not in formats.READERS:
+        raise ValueError(f"data.source={source!r}: use one of {sorted([*READERS, *formats.READERS])}")
+    if source in READERS:
+        for path in files:
+            yield from READERS[source](path, on_decode_error, counts)
+    else:
+        yield from formats.read_records(files, source, on_decode_error, counts, text_field, text_column)

@@ -190,6 +190,12 @@ def _rank_and_world_size(trainer) -> tuple[int, int]:
     return 0, 1
 
 
+def _holds_a_sentence(path: Path) -> bool:
+    """Whether a prepared split has any sentence (reads only up to the first one)."""
+    with open(path, encoding="utf-8") as lines:
+        return any(line.strip() not in ("", "[EOD]") for line in lines)
+
+
 class PretrainingDataModule(pl.LightningDataModule):
     """BERT pretraining data from a prepared corpus directory (train.txt, valid.txt)."""
 
@@ -245,8 +251,15 @@ class PretrainingDataModule(pl.LightningDataModule):
         return load_tokenizer(self.tokenizer_dir)
 
     def _caches(self, tokenizer) -> dict[str, TokenCache]:
+        valid_file = self.prepared_dir / "valid.txt"
+        if valid_file.is_file() and not _holds_a_sentence(valid_file):
+            raise ValueError(
+                f"{valid_file} holds no document: pretraining needs a validation split (the checkpoints are "
+                "chosen by val/mlm_loss); prepare the corpus with data.valid_ratio above 0"
+            )
         # build_token_cache reuses a valid cache with the same key, so setup() only hashes
-        # and verifies after prepare_data() built them.
+        # and verifies after prepare_data() built them. On a shared filesystem the first
+        # node's prepare_data builds them and the others wait for it and reuse them.
         return {
             split: build_token_cache(
                 self.prepared_dir / f"{split}.txt",

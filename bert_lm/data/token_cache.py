@@ -16,10 +16,13 @@ allow_pickle=False) and metadata JSON: nothing in a cache is pickled.
 The directory is named by a hash of what decides its content (corpus bytes, tokenizer
 fingerprint, `max_sentence_tokens`, format version), as cramming does, so a change to any
 of them builds a new cache and an unchanged setup reuses the old one. A build writes into
-a temporary directory that is renamed into place only when complete, and `TokenCache.open`
-checks every file's size against meta.json, so a crash never leaves a cache that looks
-valid. Building streams the corpus in batches of lines and writes as it goes: memory does
-not grow with the corpus.
+a temporary directory of its own (process id and a random suffix) that is renamed into
+place only when complete, and `TokenCache.open` checks every file's size against
+meta.json, so a crash never leaves a cache that looks valid. Processes that share the
+cache root (every node's `prepare_data` on a shared filesystem, parallel runs) build a
+cache once: the first holds the lock `.<name>.lock` beside it, the others wait and reuse
+its cache (see `bert_lm.corpus.prepare.build_lock`). Building streams the corpus in
+batches of lines and writes as it goes: memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
+
+from bert_lm.corpus.prepare import build_lock, private_temporary, publish_directory
 
 log = logging.getLogger(__name__)
 
@@ -318,17 +323,46 @@ def build_token_cache(
     key = token_cache_key(corpus_sha256, fingerprint, max_sentence_tokens)
     directory = cache_root / f"{corpus_path.stem}-{key[:20]}"
 
-    if directory.exists():
-        try:
-            cache = TokenCache.open(directory, tokenizer_fingerprint=fingerprint, vocab_size=tokenizer.vocab_size)
-            log.info("reusing token cache %s", directory)
-            return cache
-        except TokenCacheError as error:
+    cache = _open_valid(directory, fingerprint, tokenizer.vocab_size)
+    if cache is None:
+        with build_lock(directory, "the token cache"):
+            # Another process may have built it while this one waited; an invalid one is
+            # removed only here, under the lock.
+            cache = _open_valid(directory, fingerprint, tokenizer.vocab_size, remove_invalid=True)
+            if cache is None:
+                _build(
+                    directory, corpus_path, corpus_sha256, key, tokenizer, max_sentence_tokens, batch_lines, progress
+                )
+                return TokenCache.open(directory, tokenizer_fingerprint=fingerprint, vocab_size=tokenizer.vocab_size)
+    log.info("reusing token cache %s", directory)
+    return cache
+
+
+def _open_valid(directory: Path, fingerprint: str, vocab_size: int, remove_invalid: bool = False) -> TokenCache | None:
+    """The verified cache in `directory`, or None when there is none (or an invalid one)."""
+    if not directory.exists():
+        return None
+    try:
+        return TokenCache.open(directory, tokenizer_fingerprint=fingerprint, vocab_size=vocab_size)
+    except TokenCacheError as error:
+        if remove_invalid:
             log.warning("rebuilding invalid token cache %s: %s", directory, error)
             _remove_directory(directory)
+        return None
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    temporary = cache_root / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+
+def _build(
+    directory: Path,
+    corpus_path: Path,
+    corpus_sha256: str,
+    key: str,
+    tokenizer: CorpusTokenizer,
+    max_sentence_tokens: int,
+    batch_lines: int,
+    progress: bool,
+) -> None:
+    fingerprint = tokenizer.fingerprint()
+    temporary = private_temporary(directory)
     writer = TokenCacheWriter(temporary, token_dtype_for(tokenizer.vocab_size))
     stats = {"num_truncated_sentences": 0, "num_truncated_tokens": 0, "num_empty_sentences": 0}
     try:
@@ -360,12 +394,11 @@ def build_token_cache(
             max_sentence_tokens,
             stats["num_truncated_tokens"],
         )
-    try:
-        os.rename(temporary, directory)  # atomic: readers see no cache or a complete one
-    except OSError:
-        if not directory.exists():
-            raise
-        shutil.rmtree(temporary, ignore_errors=True)  # another process finished the same build first
+    # Atomic: readers see no cache or a complete one. A valid cache already in place (built by
+    # a process that did not take the lock) is kept and ours discarded.
+    publish_directory(
+        temporary, directory, lambda existing: _open_valid(existing, fingerprint, tokenizer.vocab_size) is not None
+    )
     log.info(
         "built token cache %s: %d documents, %d sentences, %d tokens",
         directory,
@@ -373,7 +406,6 @@ def build_token_cache(
         meta["num_sentences"],
         meta["num_tokens"],
     )
-    return TokenCache.open(directory, tokenizer_fingerprint=fingerprint, vocab_size=tokenizer.vocab_size)
 
 
 def _remove_directory(directory: Path) -> None:

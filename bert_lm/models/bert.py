@@ -9,7 +9,12 @@ differs between them is arithmetic in a few places, and key names (mapped in
   ``create_position_ids_from_input_ids``), one token type, GELU in the MLM head;
 * ``electra``: embeddings of ``embedding_size`` projected to ``hidden_size`` by
   ``embeddings_project`` when the two differ; the generator's MLM head maps the
-  hidden size back down to ``embedding_size`` (GELU), tied to the embeddings.
+  hidden size back down to ``embedding_size`` (GELU), tied to the embeddings;
+* ``roberta-prelayernorm``: RoBERTa with pre-LayerNorm blocks (``x + attn(LN(x))``,
+  ``x + ffn(LN(x))``, one more LayerNorm after the last block), cramming's most
+  important stability change: it tolerates higher learning rates. The LayerNorms sit
+  where HF's ``RobertaPreLayerNorm`` has them (``attention.LayerNorm``,
+  ``intermediate.LayerNorm``, the model's ``LayerNorm``).
 
 Every module and parameter carries the name it has in `transformers.BertForPreTraining`, so the
 state dict keys are identical and `hf_interop` copies weights key for key with shape checks.
@@ -39,7 +44,12 @@ IGNORE_INDEX = -100
 
 # Supported HF model types, with the architecture our export writes for each: BERT keeps
 # its NSP head; RoBERTa has none, and an ELECTRA trained with MLM is a generator.
-MODEL_TYPES = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM", "electra": "ElectraForMaskedLM"}
+MODEL_TYPES = {
+    "bert": "BertForPreTraining",
+    "roberta": "RobertaForMaskedLM",
+    "roberta-prelayernorm": "RobertaPreLayerNormForMaskedLM",
+    "electra": "ElectraForMaskedLM",
+}
 
 # HF's `hidden_act` names we support. "gelu" is exact (erf) GELU, as in the original BERT.
 ACTIVATIONS = {
@@ -116,7 +126,11 @@ class BertConfig:
     @property
     def position_offset(self) -> int:
         """RoBERTa numbers real tokens from pad_token_id + 1: that many positions are never used."""
-        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+        return self.pad_token_id + 1 if self.model_type.startswith("roberta") else 0
+
+    @property
+    def pre_layer_norm(self) -> bool:
+        return self.model_type == "roberta-prelayernorm"
 
     @property
     def max_sequence_length(self) -> int:
@@ -133,7 +147,7 @@ class BertConfig:
         hf = {k: v for k, v in asdict(self).items() if k != "embedding_size"}
         if self.model_type == "electra":
             hf["embedding_size"] = self.embedding_dim
-        if self.model_type == "roberta":
+        if self.model_type.startswith("roberta"):
             hf.update(bos_token_id=0, eos_token_id=2)
         hf.update(
             architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute", tie_word_embeddings=True
@@ -177,7 +191,7 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim)
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.roberta_positions = config.model_type == "roberta"
+        self.roberta_positions = config.position_offset > 0
         self.pad_token_id = config.pad_token_id
         self.max_sequence_length = config.max_sequence_length
 
@@ -234,11 +248,14 @@ class BertSelfOutput(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if not config.pre_layer_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)  # post-LN, as in BERT
+        out = self.dropout(self.dense(hidden)) + residual
+        # Post-LN, as in BERT; pre-LN blocks normalise the input instead (BertAttention).
+        return self.LayerNorm(out) if hasattr(self, "LayerNorm") else out
 
 
 class BertAttention(nn.Module):
@@ -246,18 +263,25 @@ class BertAttention(nn.Module):
         super().__init__()
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
+        if config.pre_layer_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(hidden, key_mask), hidden)
+        normed = self.LayerNorm(hidden) if hasattr(self, "LayerNorm") else hidden
+        return self.output(self.self(normed, key_mask), hidden)
 
 
 class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
+        if config.pre_layer_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "LayerNorm"):
+            hidden = self.LayerNorm(hidden)
         return self.act(self.dense(hidden))  # (B, T, I)
 
 
@@ -265,11 +289,13 @@ class BertOutput(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if not config.pre_layer_norm:
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        out = self.dropout(self.dense(hidden)) + residual
+        return self.LayerNorm(out) if hasattr(self, "LayerNorm") else out
 
 
 class BertLayer(nn.Module):
@@ -331,6 +357,9 @@ class BertModel(nn.Module):
         if config.embedding_dim != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_dim, config.hidden_size)
         self.encoder = BertEncoder(config)
+        if config.pre_layer_norm:
+            # Pre-LN blocks leave the residual stream unnormalised: one LayerNorm after the last block.
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         # A head that never reads the pooler should drop it: unused parameters upset DDP.
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.apply(functools.partial(init_bert_weights, initializer_range=config.initializer_range))
@@ -354,6 +383,8 @@ class BertModel(nn.Module):
             # Pad *queries* still get (unused) outputs; every row keeps >= 1 real key ([CLS]).
             key_mask = attention_mask.bool()[:, None, None, :]
         sequence_output = self.encoder(hidden, key_mask)
+        if hasattr(self, "LayerNorm"):
+            sequence_output = self.LayerNorm(sequence_output)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return sequence_output, pooled_output
 

@@ -46,6 +46,20 @@ FAMILIES = {
         # RobertaForMaskedLM has neither a pooler nor an NSP head.
         export_drops=("bert.pooler.", "cls.seq_relationship."),
     ),
+    "roberta-prelayernorm": Family(
+        model_type="roberta-prelayernorm",
+        prefix="roberta_prelayernorm",
+        head_keys={
+            "lm_head.dense.": "cls.predictions.transform.dense.",
+            "lm_head.layer_norm.": "cls.predictions.transform.LayerNorm.",
+            "lm_head.bias": "cls.predictions.bias",
+        },
+        tied_keys={
+            "lm_head.decoder.weight": "roberta_prelayernorm.embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias",
+        },
+        export_drops=("bert.pooler.", "cls.seq_relationship."),
+    ),
     "electra": Family(
         model_type="electra",
         prefix="electra",

@@ -183,7 +183,7 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
     model = BertForPreTraining(config)
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
     # Heads may be new; an encoder with random layers would train and score silently wrong.
-    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings", "bert.encoder."))]
+    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings", "bert.encoder.", "bert.LayerNorm"))]
     if missing_encoder:
         raise ValueError(
             f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "

@@ -77,4 +77,4 @@ class TrainingBudget(pl.Callback):
 
 
 def find_budget(trainer: pl.Trainer) -> TrainingBudget | None:
-    return next((c for c in trainer.callbacks if isinstance(c, TrainingBudget)), None)
+    return next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, TrainingBudget)), None)

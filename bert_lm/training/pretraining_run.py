@@ -81,6 +81,11 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.data.max_len < 8:
         raise ConfigError(f"data.max_len={cfg.data.max_len}: must be at least 8")
+    if cfg.data.valid_ratio <= 0:
+        raise ConfigError(
+            f"data.valid_ratio={cfg.data.valid_ratio}: pretraining needs a validation split (the checkpoints "
+            "are chosen by val/mlm_loss); set data.valid_ratio above 0, e.g. data.valid_ratio=0.05"
+        )
     check_strategy_runnable(cfg.strategy)
 
 

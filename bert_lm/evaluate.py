@@ -1,0 +1,502 @@
+"""MLM loss, accuracy and perplexity (and NSP accuracy) of any encoder on any corpus, on fixed masks.
+
+    python -m bert_lm.evaluate <run dir | .ckpt | HF dir> --data <path> [--source plain|lines|petitions]
+
+Each step is the pretraining one, so a number here means what ``val/mlm_loss`` means:
+
+* model: :func:`finetune.encoder_loading.resolve_source` (a run directory, one of our
+  ``.ckpt`` files, our HF export or a published BERT / RoBERTa / ELECTRA directory, with
+  its own tokenizer) and the whole pretraining model, MLM head included;
+* corpus: the prepare step (cleaning, sentence splitting, duplicate documents) with every
+  document in one split (``valid_ratio=0``), cached by content hash under ``cache/prepared``;
+  cleaning and splitting as the evaluated run was pretrained with (its
+  ``resolved_config.yaml``), else as the project's data config for that ``--source``;
+* examples and masks: the token cache, then the construction of the pretraining
+  *validation* loader (``PretrainingDataModule``): one fixed plan in corpus order and
+  masks drawn per batch from ``--seed``. Masks depend on the token ids, ``--max-len``,
+  ``--batch-size``, the mask settings and the seed, never on the model, so two models
+  with the same tokenizer are scored on the same masked positions (``mask_digest``, a
+  hash of every masked batch, says so). With the run's own settings (its seed, batch
+  size and max_len) on its prepared ``valid.txt``, the MLM loss is the run's
+  ``val/mlm_loss``;
+* metrics: ``mlm_loss`` is the mean cross-entropy over all masked tokens (the
+  pretraining module weights each batch's mean by its masked-token count),
+  ``perplexity = exp(mlm_loss)`` (capped at exp(50) as in pretraining), ``mlm_acc`` the
+  share of masked tokens whose argmax is the original token. Examples are NSP pairs,
+  and ``nsp_loss`` / ``nsp_acc`` are reported, when the model's NSP head was trained
+  (our runs with ``train.train_nsp``, a published ``BertForPreTraining``); ``--no-nsp``
+  scores single-segment spans instead, which is what to use when comparing with a model
+  without NSP (RoBERTa, ELECTRA, ``train_nsp=false``): the layout decides the masks.
+
+The result is an MLflow run in the experiment ``bert-lm-evaluation`` (params: the
+settings above; tags ``evaluated_model`` and, for our runs, ``evaluated_run_id``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bert_lm.config.hydra_setup import CONFIG_DIR, PROJECT_ROOT
+from bert_lm.config.schema import CleaningSchema, DataSchema
+from bert_lm.corpus.prepare import (
+    TRAIN_FILE,
+    PrepareSettings,
+    build_lock,
+    format_stats,
+    is_prepared,
+    load_stats,
+    prepare_corpus,
+    prepared_dir_for,
+)
+from bert_lm.corpus.readers import READERS
+from bert_lm.data.datamodule import ShardedEpochSampler
+from bert_lm.data.masking import MlmMasker, PretrainingCollator
+from bert_lm.data.pretraining_examples import PretrainingDataset, mix_seed
+from bert_lm.data.token_cache import build_token_cache
+from bert_lm.models.bert import BertForPreTraining
+from bert_lm.models.hf_interop import import_hf
+from bert_lm.tokenizer.loading import load_tokenizer
+from bert_lm.training.corpus_pipeline import prepare_settings
+from bert_lm.training.pretraining_run import warn_on_unknown_tokens
+from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, MLFLOW_RUN_ID_FILE, load_pretraining_weights
+from finetune.encoder_loading import pooler_was_trained, resolve_source
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "bert-lm-evaluation"
+# conf/logger/mlflow.yaml's store and artifact root, where run.py logs.
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+DEFAULT_CACHE_DIR = PROJECT_ROOT / "cache"
+# What a pretraining run directory holds about its settings: the resolved config that
+# pretraining_run.log_artifacts writes at the end, else Hydra's own (unresolved) copy.
+RUN_CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+# exp() of a larger loss overflows; the pretraining module caps it the same way.
+MAX_LOG_PERPLEXITY = 50.0
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What decides the examples and their masks (defaults: the pretraining data defaults)."""
+
+    max_len: int | None = None  # None: the run's data.max_len, else min(128, the model's positions)
+    batch_size: int = DataSchema.batch_size
+    mask_ratio: float = DataSchema.mask_ratio
+    mask_token_prob: float = DataSchema.mask_token_prob
+    random_token_prob: float = DataSchema.random_token_prob
+    whole_word_mask: bool = DataSchema.whole_word_mask
+    short_seq_prob: float = DataSchema.short_seq_prob
+    nsp_prob: float = DataSchema.nsp_prob
+    pad_to_multiple_of: int | None = None  # the padded length changes the mask draws: keep the run's
+    seed: int = 0
+    nsp: bool | None = None  # None: NSP pairs when the model's NSP head was trained
+    max_batches: int | None = None
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    params: dict[str, str]
+    mask_digest: str  # sha256 of every batch's masked input ids and labels
+    model_path: Path
+    evaluated_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- the model
+def find_run_dir(model_path: Path) -> Path | None:
+    """The pretraining run directory a model path belongs to (run dir, its .ckpt or its hf_export)."""
+    if model_path.is_file() or model_path.suffix == ".ckpt":
+        candidate = model_path.parent.parent if model_path.parent.name == CHECKPOINT_DIR else model_path.parent
+    elif model_path.name == HF_EXPORT_DIR:
+        candidate = model_path.parent
+    else:
+        candidate = model_path
+    markers = (MLFLOW_RUN_ID_FILE, *RUN_CONFIG_FILES)
+    return candidate if any((candidate / name).is_file() for name in markers) else None
+
+
+def run_data_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | None]:
+    """The ``data`` node of the run's config and the file it came from (None, None without one)."""
+    for name in RUN_CONFIG_FILES if run_dir is not None else ():
+        path = run_dir / name
+        if path.is_file():
+            config = OmegaConf.load(path)
+            if "data" in config:
+                return config.data, path
+    return None, None
+
+
+def load_model(model_path: Path, tokenizer_dir: str | Path | None) -> tuple[BertForPreTraining, Path, bool]:
+    """(model in eval mode, its tokenizer directory, whether its NSP head was trained)."""
+    resolved = resolve_source(model_path, tokenizer_dir)
+    tokenizer = load_tokenizer(resolved.tokenizer_dir)
+    vocab_size = tokenizer.vocab_size
+    tokenizer.close()
+    if resolved.kind == "hf":
+        model = import_hf(resolved.weights, expected_vocab_size=vocab_size)
+    else:
+        try:
+            model = load_pretraining_weights(resolved.weights)
+        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            raise ValueError(
+                f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
+                f"and hyper_parameters.model_config): {err}"
+            ) from None
+        if model.config.vocab_size != vocab_size:
+            raise ValueError(
+                f"{resolved.weights}: checkpoint vocab_size={model.config.vocab_size} but the tokenizer in "
+                f"{resolved.tokenizer_dir} has {vocab_size} tokens; pass the tokenizer it was pretrained with"
+            )
+    return model.eval(), resolved.tokenizer_dir, pooler_was_trained(model_path, tokenizer_dir)
+
+
+# ---------------------------------------------------------------------------- the corpus
+def project_data_defaults(source: str) -> DictConfig:
+    """The data settings of the project's config for ``source`` (conf/data/*.yaml), schema defaults if none."""
+    defaults = OmegaConf.structured(DataSchema)
+    for path in sorted((CONFIG_DIR / "data").glob("*.yaml")):
+        group = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if group.get("source") == source:
+            # root interpolates paths.root_dir, and --data replaces it anyway.
+            return OmegaConf.merge(defaults, {k: v for k, v in group.items() if k not in ("defaults", "root")})
+    return defaults
+
+
+def prepare_evaluation_corpus(data_cfg: DictConfig, cache_dir: Path, show_progress: bool = True) -> Path:
+    """The prepared corpus for ``data_cfg`` under ``cache_dir/prepared``, built if missing (one process
+    at a time): :func:`ensure_prepared_corpus`'s steps, which refuses ``valid_ratio=0`` for pretraining."""
+    settings, cleaning = prepare_settings(data_cfg)
+    out_dir = prepared_dir_for(settings, cleaning, cache_dir / "prepared")
+    if not is_prepared(out_dir):
+        with build_lock(out_dir, "the prepared corpus"):
+            if not is_prepared(out_dir):  # not published by another process while this one waited
+                print(format_stats(prepare_corpus(settings, cleaning, out_dir, show_progress=show_progress)))
+                return out_dir
+    log.info("reusing prepared corpus %s", out_dir)
+    print(format_stats(load_stats(out_dir)))
+    return out_dir
+
+
+def corpus_config(
+    data: Path, source: str, split_sentences: bool | None, file_pattern: str | None, run_data: DictConfig | None
+) -> DictConfig:
+    """A ``data`` node for :func:`prepare_evaluation_corpus`: the whole corpus as one split, every other
+    prepare setting (cleaning included) from the run, else from the project's data config for ``source``."""
+    base = run_data if run_data is not None else project_data_defaults(source)
+    chosen = {
+        "source": source,
+        "root": str(data),
+        "file_pattern": file_pattern or (base.get("file_pattern", "*") if base.get("source") == source else "*"),
+        "valid_ratio": 0.0,  # every document lands in train.txt
+    }
+    if split_sentences is not None:
+        chosen["split_sentences"] = split_sentences
+    values = {}
+    try:
+        for name, spec in PrepareSettings.__dataclass_fields__.items():
+            if name in chosen:
+                continue
+            values[name] = base[name] if name in base else spec.default
+        cleaning = OmegaConf.merge(OmegaConf.structured(CleaningSchema), base.cleaning)
+        cleaning = OmegaConf.to_container(cleaning, resolve=True)
+    except OmegaConfBaseException as err:  # Hydra's own copy of a run's config may hold interpolations
+        raise ValueError(f"cannot read the run's data settings: {err}") from None
+    return OmegaConf.create({**values, **chosen, "download": False, "cleaning": cleaning})
+
+
+# ---------------------------------------------------------------- examples, masks, scores
+def evaluation_loader(
+    corpus_file: Path, tokenizer, cache_dir: Path, settings: EvaluationSettings, max_len: int, nsp: bool
+) -> DataLoader:
+    """The pretraining validation loader over ``corpus_file``: built as
+    ``PretrainingDataModule._datasets`` / ``setup`` / ``val_dataloader`` build the valid
+    split's, so that the same settings give the same examples and masks."""
+    token_dir = cache_dir / "tokens"
+    cache = build_token_cache(corpus_file, tokenizer, token_dir, max_sentence_tokens=max(512, max_len))
+    validation_seed = mix_seed(settings.seed, 1)
+    try:
+        dataset = PretrainingDataset(
+            cache,
+            token_dir / "plans",
+            max_len=max_len,
+            train_nsp=nsp,
+            short_seq_prob=settings.short_seq_prob,
+            nsp_prob=settings.nsp_prob,
+            seed=validation_seed,
+            cls_id=tokenizer.cls_id,
+            sep_id=tokenizer.sep_id,
+            shuffle=False,
+            fixed_epoch=0,
+        )
+    except ValueError as err:
+        hint = "; --no-nsp scores single-segment spans, which need no sentence pairs" if nsp else ""
+        raise ValueError(f"{err}{hint}") from None
+    masker = MlmMasker(
+        tokenizer.vocab_size,
+        tokenizer.mask_id,
+        tokenizer.special_ids,
+        continuation_mask=tokenizer.continuation_mask() if settings.whole_word_mask else None,
+        mask_ratio=settings.mask_ratio,
+        mask_token_prob=settings.mask_token_prob,
+        random_token_prob=settings.random_token_prob,
+        whole_word_mask=settings.whole_word_mask,
+    )
+    collator = PretrainingCollator(masker, tokenizer.pad_id, validation_seed, settings.pad_to_multiple_of)
+    sampler = ShardedEpochSampler(len(dataset), 1, 0, fixed_epoch=0)
+    return DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, collate_fn=collator, drop_last=False)
+
+
+@torch.inference_mode()
+def score(
+    model: BertForPreTraining,
+    loader: DataLoader,
+    nsp: bool,
+    device: torch.device,
+    max_batches: int | None = None,
+    show_progress: bool = True,
+) -> tuple[dict[str, float], str]:
+    """(metrics, mask digest) over the loader's batches (the first ``max_batches``)."""
+    model.to(device)
+    digest = hashlib.sha256()
+    loss_sum, correct, masked, examples = 0.0, 0, 0, 0
+    nsp_loss_sum, nsp_correct = 0.0, 0
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    batches = (batch for _, batch in zip(range(total), loader, strict=False))
+    for batch in tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not show_progress):
+        for key in ("input_ids", "mlm_labels"):  # what decides the masked positions and targets
+            digest.update(json.dumps(list(batch[key].shape)).encode())
+            digest.update(batch[key].numpy().tobytes())
+        batch = {key: value.to(device) for key, value in batch.items()}
+        out = model(
+            batch["input_ids"],
+            batch["token_type_ids"],
+            batch["attention_mask"],
+            mlm_labels=batch["mlm_labels"],
+            nsp_labels=batch["nsp_labels"] if nsp else None,
+        )
+        count = int(out.mlm_count)
+        if count:  # a batch without a masked token has no MLM loss to average
+            loss_sum += float(out.mlm_loss) * count
+            correct += int(out.mlm_correct)
+            masked += count
+        size = batch["input_ids"].size(0)
+        examples += size
+        if nsp:
+            nsp_loss_sum += float(out.nsp_loss) * size
+            nsp_correct += int((out.nsp_logits.argmax(dim=-1) == batch["nsp_labels"]).sum())
+    if masked == 0:
+        raise ValueError("no token was masked in the evaluated batches: raise --mask-ratio or use more data")
+    mlm_loss = loss_sum / masked
+    metrics = {"examples": examples, "masked_tokens": masked}
+    if nsp:
+        metrics |= {"nsp_loss": nsp_loss_sum / examples, "nsp_acc": nsp_correct / examples}
+    metrics |= {
+        "mlm_loss": mlm_loss,
+        "perplexity": math.exp(min(mlm_loss, MAX_LOG_PERPLEXITY)),
+        "mlm_acc": correct / masked,
+    }
+    return metrics, digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the command
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    source: str = "plain",
+    split_sentences: bool | None = None,
+    file_pattern: str | None = None,
+    tokenizer_dir: str | Path | None = None,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    settings: EvaluationSettings | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> Evaluation:
+    """Score ``model_path`` on the corpus at ``data``; see the module docstring."""
+    settings = settings or EvaluationSettings()
+    model_path, data = Path(model_path).expanduser().resolve(), Path(data).expanduser().resolve()
+    if not model_path.exists():
+        raise FileNotFoundError(
+            f"model {model_path} does not exist: pass a pretraining run directory, a .ckpt file or an HF directory"
+        )
+    if not data.exists():
+        raise FileNotFoundError(f"--data {data} does not exist: pass a corpus file or directory")
+    if source not in READERS:
+        raise ValueError(f"--source={source!r}: use one of {sorted(READERS)}")
+    cache_dir = Path(cache_dir)
+
+    run_dir = find_run_dir(model_path)
+    run_data, run_config_file = run_data_config(run_dir)
+    model, tokenizer_path, nsp_trained = load_model(model_path, tokenizer_dir)
+    nsp = nsp_trained if settings.nsp is None else settings.nsp
+    if nsp and not nsp_trained:
+        raise ValueError(f"--nsp: {model_path} has no trained NSP head (its pretraining did not use NSP)")
+    limit = model.config.max_sequence_length
+    max_len = settings.max_len
+    if max_len is None:
+        run_max_len = run_data.get("max_len") if run_data is not None else None
+        max_len = int(run_max_len) if isinstance(run_max_len, int) else min(128, limit)
+    if not 5 <= max_len <= limit:
+        raise ValueError(f"--max-len={max_len}: {model_path} reads between 5 and {limit} tokens (its positions)")
+    layout = "NSP pairs (--no-nsp: spans, as models without NSP are scored)" if nsp else "single-segment spans"
+    print(f"model: {model_path} (tokenizer {tokenizer_path}; {layout}, max_len {max_len})")
+
+    data_cfg = corpus_config(data, source, split_sentences, file_pattern, run_data)
+    print(
+        f"corpus: {data} (source={source}, split_sentences={data_cfg.split_sentences}, cleaning and splitting "
+        f"from {run_config_file or f'the project data config for source={source}'})"
+    )
+    prepared_dir = prepare_evaluation_corpus(data_cfg, cache_dir, show_progress=show_progress)
+    tokenizer = load_tokenizer(tokenizer_path)
+    try:
+        warn_on_unknown_tokens(tokenizer, prepared_dir)
+        loader = evaluation_loader(prepared_dir / TRAIN_FILE, tokenizer, cache_dir, settings, max_len, nsp)
+    finally:
+        tokenizer.close()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    metrics, mask_digest = score(model, loader, nsp, device, settings.max_batches, show_progress)
+
+    run_id_file = run_dir / MLFLOW_RUN_ID_FILE if run_dir is not None else None
+    evaluated_run_id = run_id_file.read_text().strip() if run_id_file and run_id_file.is_file() else None
+    params = {
+        "model": str(model_path),
+        "tokenizer": str(tokenizer_path),
+        "data": str(data),
+        "prepared_corpus": str(prepared_dir),
+        **{key: str(value) for key, value in data_cfg.items() if key in ("source", "file_pattern", "split_sentences")},
+        "cleaning": json.dumps(OmegaConf.to_container(data_cfg.cleaning), sort_keys=True),
+        **{key: str(value) for key, value in asdict(settings).items()},
+        "max_len": str(max_len),
+        "nsp": str(nsp),
+        "mask_digest": mask_digest,
+    }
+    tags = {"evaluated_model": str(model_path)}
+    if evaluated_run_id:
+        tags["evaluated_run_id"] = evaluated_run_id
+    return Evaluation(metrics, params, mask_digest, model_path, evaluated_run_id, tags)
+
+
+def log_evaluation(evaluation: Evaluation, tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
+    """Record the evaluation as a finished MLflow run in ``bert-lm-evaluation``; returns its run id."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        # Beside a local store, as run.py keeps its artifacts; a server decides for itself.
+        artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+        experiment_id = client.create_experiment(
+            EXPERIMENT_NAME, artifact_location=artifacts if tracking_uri.startswith("sqlite:///") else None
+        )
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    model = evaluation.model_path
+    run_name = f"{model.parent.name}/{model.name} on {Path(evaluation.params['data']).name}"
+    run = client.create_run(experiment_id, run_name=run_name, tags=evaluation.tags)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in evaluation.metrics.items()],
+        params=[Param(key, value) for key, value in evaluation.params.items()],
+    )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EvaluationSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m bert_lm.evaluate",
+        description="MLM loss, accuracy and perplexity (and NSP accuracy) of a pretrained model on a corpus, "
+        "on masks drawn from a fixed seed.",
+    )
+    parser.add_argument("model", help="pretraining run directory, .ckpt file or HF directory (ours or published)")
+    parser.add_argument("--data", required=True, help="corpus file or directory")
+    parser.add_argument("--source", default="plain", choices=sorted(READERS), help="corpus format (default: plain)")
+    parser.add_argument(
+        "--file-pattern", default=None, help="files of a --data directory to read (default: the run's, else *)"
+    )
+    parser.add_argument(
+        "--split-sentences",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut blocks into sentences (default: as the run was pretrained, else the project's data config)",
+    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="prepared corpora and token caches")
+    parser.add_argument("--max-len", type=int, default=None, help="default: the run's, else min(128, positions)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio)
+    parser.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces with their word)")
+    parser.add_argument("--pad-to-multiple-of", type=int, default=None, help="as the run's impl.pad_to_multiple_of")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the example plan and the masks")
+    parser.add_argument(
+        "--nsp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NSP pairs and NSP accuracy (default: when the model's NSP head was trained)",
+    )
+    parser.add_argument("--max-batches", type=int, default=None, help="evaluate the first N batches only")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: the project's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = EvaluationSettings(
+        max_len=args.max_len,
+        batch_size=args.batch_size,
+        mask_ratio=args.mask_ratio,
+        whole_word_mask=args.whole_word_mask,
+        pad_to_multiple_of=args.pad_to_multiple_of,
+        seed=args.seed,
+        nsp=args.nsp,
+        max_batches=args.max_batches,
+    )
+    try:
+        if settings.batch_size < 1 or (settings.max_batches is not None and settings.max_batches < 1):
+            raise ValueError("--batch-size and --max-batches must be at least 1")
+        evaluation = evaluate(
+            args.model,
+            args.data,
+            source=args.source,
+            split_sentences=args.split_sentences,
+            file_pattern=args.file_pattern,
+            tokenizer_dir=args.tokenizer,
+            cache_dir=args.cache_dir,
+            settings=settings,
+            device=args.device,
+        )
+        run_id = log_evaluation(evaluation, args.tracking_uri)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"mlflow_run_id: {run_id} (experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
+    if evaluation.evaluated_run_id:
+        print(f"evaluated_run_id: {evaluation.evaluated_run_id}")
+    print(f"mask_digest: {evaluation.mask_digest}")
+    for name, value in evaluation.metrics.items():  # mlm_loss, perplexity, mlm_acc last
+        print(f"{name}: {value:.6f}" if isinstance(value, float) else f"{name}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
