@@ -77,7 +77,7 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
 def evaluate(run_dir: Path, valid_file: Path) -> float:
     """MLM accuracy on the valid split with the same fixed 15 % masks for every model."""
     command = [sys.executable, "-m", "bert_lm.evaluate", str(run_dir), "--data", str(valid_file),
-               "--source", "plain", "--no-split-sentences", "--mask-ratio", "0.15", "--seed", "0"]
+               "--source", "plain", "--no-split-sentences", "--mask-ratio", "0.15", "--seed", "0", "--no-nsp"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"evaluate {run_dir} failed:\n{result.stderr[-3000:]}")

@@ -4,7 +4,7 @@
 
 Each step is the pretraining one, so a number here means what ``val/mlm_loss`` means:
 
-* model: :func:`finetune.encoder_loading.resolve_source` (a run directory, one of our
+* model: :func:`bert_lm.training.encoder_loading.resolve_source` (a run directory, one of our
   ``.ckpt`` files, our HF export or a published BERT / RoBERTa / ELECTRA directory, with
   its own tokenizer) and the whole pretraining model, MLM head included;
 * corpus: the prepare step (cleaning, sentence splitting, duplicate documents) with every
@@ -55,15 +55,10 @@ from tqdm.auto import tqdm
 
 from bert_lm.config.hydra_setup import CONFIG_DIR, PROJECT_ROOT
 from bert_lm.config.schema import CleaningSchema, DataSchema
+from bert_lm.corpus import formats
 from bert_lm.corpus.prepare import (
     TRAIN_FILE,
     PrepareSettings,
-    build_lock,
-    format_stats,
-    is_prepared,
-    load_stats,
-    prepare_corpus,
-    prepared_dir_for,
 )
 from bert_lm.corpus.readers import READERS
 from bert_lm.data.datamodule import ShardedEpochSampler
@@ -73,10 +68,10 @@ from bert_lm.data.token_cache import build_token_cache
 from bert_lm.models.bert import BertForPreTraining
 from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.loading import load_tokenizer
-from bert_lm.training.corpus_pipeline import prepare_settings
+from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
+from bert_lm.training.encoder_loading import pooler_was_trained, resolve_source
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, MLFLOW_RUN_ID_FILE, load_pretraining_weights
-from finetune.encoder_loading import pooler_was_trained, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +84,8 @@ DEFAULT_CACHE_DIR = PROJECT_ROOT / "cache"
 RUN_CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
 # exp() of a larger loss overflows; the pretraining module caps it the same way.
 MAX_LOG_PERPLEXITY = 50.0
+# Every format the prepare step reads: text files and records (jsonl, csv, ...).
+SOURCES = sorted({*READERS, *formats.READERS})
 
 
 @dataclass(frozen=True)
@@ -180,40 +177,36 @@ def project_data_defaults(source: str) -> DictConfig:
 
 
 def prepare_evaluation_corpus(data_cfg: DictConfig, cache_dir: Path, show_progress: bool = True) -> Path:
-    """The prepared corpus for ``data_cfg`` under ``cache_dir/prepared``, built if missing (one process
-    at a time): :func:`ensure_prepared_corpus`'s steps, which refuses ``valid_ratio=0`` for pretraining."""
-    settings, cleaning = prepare_settings(data_cfg)
-    out_dir = prepared_dir_for(settings, cleaning, cache_dir / "prepared")
-    if not is_prepared(out_dir):
-        with build_lock(out_dir, "the prepared corpus"):
-            if not is_prepared(out_dir):  # not published by another process while this one waited
-                print(format_stats(prepare_corpus(settings, cleaning, out_dir, show_progress=show_progress)))
-                return out_dir
-    log.info("reusing prepared corpus %s", out_dir)
-    print(format_stats(load_stats(out_dir)))
-    return out_dir
+    """The prepared corpus for ``data_cfg`` under ``cache_dir/prepared`` (the whole corpus as one split)."""
+    return ensure_prepared_corpus(data_cfg, cache_dir, show_progress=show_progress, require_valid_split=False)
 
 
 def corpus_config(
-    data: Path, source: str, split_sentences: bool | None, file_pattern: str | None, run_data: DictConfig | None
+    data: Path,
+    source: str,
+    run_data: DictConfig | None,
+    split_sentences: bool | None = None,
+    reader_options: dict[str, str | None] | None = None,
 ) -> DictConfig:
     """A ``data`` node for :func:`prepare_evaluation_corpus`: the whole corpus as one split, every other
-    prepare setting (cleaning included) from the run, else from the project's data config for ``source``."""
+    prepare setting (cleaning included) from the run, else from the project's data config for ``source``.
+
+    ``reader_options`` (``file_pattern``, ``text_field``, ``text_column``): None takes the run's when it
+    read the same format, else the default."""
     base = run_data if run_data is not None else project_data_defaults(source)
-    chosen = {
-        "source": source,
-        "root": str(data),
-        "file_pattern": file_pattern or (base.get("file_pattern", "*") if base.get("source") == source else "*"),
-        "valid_ratio": 0.0,  # every document lands in train.txt
-    }
+    chosen = {"source": source, "root": str(data), "valid_ratio": 0.0}  # every document lands in train.txt
+    for name, value in (reader_options or {}).items():
+        if value is None and base.get("source") != source:
+            value = PrepareSettings.__dataclass_fields__[name].default
+        if value is not None:
+            chosen[name] = value
     if split_sentences is not None:
         chosen["split_sentences"] = split_sentences
     values = {}
     try:
         for name, spec in PrepareSettings.__dataclass_fields__.items():
-            if name in chosen:
-                continue
-            values[name] = base[name] if name in base else spec.default
+            if name not in chosen:
+                values[name] = base[name] if name in base else spec.default
         cleaning = OmegaConf.merge(OmegaConf.structured(CleaningSchema), base.cleaning)
         cleaning = OmegaConf.to_container(cleaning, resolve=True)
     except OmegaConfBaseException as err:  # Hydra's own copy of a run's config may hold interpolations
@@ -323,6 +316,8 @@ def evaluate(
     source: str = "plain",
     split_sentences: bool | None = None,
     file_pattern: str | None = None,
+    text_field: str | None = None,
+    text_column: str | None = None,
     tokenizer_dir: str | Path | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
     settings: EvaluationSettings | None = None,
@@ -338,8 +333,8 @@ def evaluate(
         )
     if not data.exists():
         raise FileNotFoundError(f"--data {data} does not exist: pass a corpus file or directory")
-    if source not in READERS:
-        raise ValueError(f"--source={source!r}: use one of {sorted(READERS)}")
+    if source not in SOURCES:
+        raise ValueError(f"--source={source!r}: use one of {SOURCES}")
     cache_dir = Path(cache_dir)
 
     run_dir = find_run_dir(model_path)
@@ -358,7 +353,8 @@ def evaluate(
     layout = "NSP pairs (--no-nsp: spans, as models without NSP are scored)" if nsp else "single-segment spans"
     print(f"model: {model_path} (tokenizer {tokenizer_path}; {layout}, max_len {max_len})")
 
-    data_cfg = corpus_config(data, source, split_sentences, file_pattern, run_data)
+    reader_options = {"file_pattern": file_pattern, "text_field": text_field, "text_column": text_column}
+    data_cfg = corpus_config(data, source, run_data, split_sentences, reader_options)
     print(
         f"corpus: {data} (source={source}, split_sentences={data_cfg.split_sentences}, cleaning and splitting "
         f"from {run_config_file or f'the project data config for source={source}'})"
@@ -380,7 +376,7 @@ def evaluate(
         "tokenizer": str(tokenizer_path),
         "data": str(data),
         "prepared_corpus": str(prepared_dir),
-        **{key: str(value) for key, value in data_cfg.items() if key in ("source", "file_pattern", "split_sentences")},
+        **{key: str(data_cfg[key]) for key in ("source", "split_sentences", *reader_options)},
         "cleaning": json.dumps(OmegaConf.to_container(data_cfg.cleaning), sort_keys=True),
         **{key: str(value) for key, value in asdict(settings).items()},
         "max_len": str(max_len),
@@ -429,10 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="pretraining run directory, .ckpt file or HF directory (ours or published)")
     parser.add_argument("--data", required=True, help="corpus file or directory")
-    parser.add_argument("--source", default="plain", choices=sorted(READERS), help="corpus format (default: plain)")
+    parser.add_argument("--source", default="plain", choices=SOURCES, help="corpus format (default: plain)")
     parser.add_argument(
         "--file-pattern", default=None, help="files of a --data directory to read (default: the run's, else *)"
     )
+    parser.add_argument("--text-field", default=None, help="jsonl: the field holding the text (default: text)")
+    parser.add_argument("--text-column", default=None, help="csv/tsv/parquet/datasets: the text column (default: text)")
     parser.add_argument(
         "--split-sentences",
         action=argparse.BooleanOptionalAction,
@@ -480,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             source=args.source,
             split_sentences=args.split_sentences,
             file_pattern=args.file_pattern,
+            text_field=args.text_field,
+            text_column=args.text_column,
             tokenizer_dir=args.tokenizer,
             cache_dir=args.cache_dir,
             settings=settings,

@@ -1,7 +1,7 @@
 """What every finetuning job shares, whatever its task: the config schemas of the task and
 finetune groups, Hydra setup and override checks, and where the encoder comes from.
 
-``pretrained=<run dir | .ckpt | HF dir>`` (see :mod:`finetune.encoder_loading`):
+``pretrained=<run dir | .ckpt | HF dir>`` (see :mod:`bert_lm.training.encoder_loading`):
 architecture, tokenizer and weights from there; with ``finetune.init=random`` the weights
 are re-initialised (same architecture and tokenizer: the ablation that measures what
 pretraining brought). Without ``pretrained`` (the default, so that ``python run_finetune.py``
@@ -29,8 +29,8 @@ from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.models.bert import BertConfig
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_tokenizer
+from bert_lm.training.encoder_loading import load_encoder, resolve_source
 from bert_lm.training.run_support import ConfigError
-from finetune.encoder_loading import load_encoder, resolve_source
 from finetune.ner.klue_ner import KLUE_NER_LABELS, read_klue_ner
 
 CONFIG_NAME = "finetune"

@@ -9,7 +9,7 @@ import torch
 
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
-from finetune.encoder_loading import load_encoder, resolve_source
+from bert_lm.training.encoder_loading import load_encoder, resolve_source
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 

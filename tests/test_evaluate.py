@@ -3,6 +3,7 @@ published checkpoints with their own tokenizer, the CLI's output and MLflow run,
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -131,6 +132,28 @@ def test_published_checkpoint_evaluates_with_its_own_tokenizer(sample_lines, tmp
     # Random weights predict about uniformly: the loss is near ln(V), not the [UNK]-heavy near-zero of a misfit.
     assert abs(evaluation.metrics["mlm_loss"] - math.log(vocab_size)) < 1.0
     assert "evaluated_run_id" not in evaluation.tags
+
+
+def test_record_formats_read_their_text_field(tiny_run, tmp_path):
+    _, _, _, hf_dir = tiny_run
+    documents = SAMPLE_CORPUS.read_text(encoding="utf-8").split("[EOD]")
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w", encoding="utf-8") as out:
+        for document in filter(str.strip, documents):
+            out.write(json.dumps({"id": 1, "content": " ".join(document.split())}, ensure_ascii=False) + "\n")
+    evaluation = evaluate(
+        hf_dir,
+        corpus,
+        source="jsonl",
+        split_sentences=True,
+        text_field="content",
+        cache_dir=tmp_path / "cache",
+        settings=EvaluationSettings(max_batches=1),
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["source"] == "jsonl" and evaluation.params["text_field"] == "content"
+    assert evaluation.params["split_sentences"] == "True" and evaluation.metrics["masked_tokens"] > 0
 
 
 def test_cli_prints_mlm_acc_last_and_logs_an_evaluation_run(tiny_run, tmp_path, capsys):

@@ -78,9 +78,12 @@ def ensure_corpus_files(data_cfg: DictConfig) -> None:
             download_petitions(root, tuple(missing))
 
 
-def ensure_prepared_corpus(data_cfg: DictConfig, cache_dir: str | Path, show_progress: bool = True) -> Path:
-    """The prepared corpus directory for ``data_cfg``, built if missing (by one process at a time)."""
-    if data_cfg.valid_ratio <= 0:
+def ensure_prepared_corpus(
+    data_cfg: DictConfig, cache_dir: str | Path, show_progress: bool = True, require_valid_split: bool = True
+) -> Path:
+    """The prepared corpus directory for ``data_cfg``, built if missing (by one process at a time).
+    ``require_valid_split=False`` for evaluation, which prepares a whole corpus as one split."""
+    if require_valid_split and data_cfg.valid_ratio <= 0:
         # The validation split drives the checkpoints (ModelCheckpoint monitors val/mlm_loss).
         raise ValueError(
             f"data.valid_ratio={data_cfg.valid_ratio}: pretraining needs a validation split (the checkpoints "

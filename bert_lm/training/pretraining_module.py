@@ -129,8 +129,9 @@ class PretrainingModule(pl.LightningModule):
         on_step = split == "train"
         if out.mlm_loss is not None:
             # Calling a metric (not .update) also keeps this batch's value for on_step logging.
-            metrics["mlm_loss"](out.mlm_loss.detach(), weight=out.mlm_count.clamp(min=1))
             if out.mlm_count > 0:
+                # A batch with nothing masked has no MLM loss to average in (weight 1 at 0 would pull it down).
+                metrics["mlm_loss"](out.mlm_loss.detach(), weight=out.mlm_count)
                 metrics["mlm_acc"](out.mlm_correct / out.mlm_count, weight=out.mlm_count)
             self.log(f"{split}/mlm_loss", metrics["mlm_loss"], on_step=on_step, on_epoch=True,
                      prog_bar=True, batch_size=batch_size)

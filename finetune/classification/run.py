@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.models.bert import BertConfig
+from bert_lm.training.encoder_loading import pooler_was_trained
 from bert_lm.training.run_support import CHECKPOINT_DIR, ConfigError, build_logger, build_trainer, log_config_params
 from bert_lm.training.strategies import check_strategy_runnable
 from finetune.classification.data import (
@@ -45,7 +46,6 @@ from finetune.classification.metrics import (
     plot_confusion_matrix,
 )
 from finetune.classification.module import ClassificationEvaluation, ClassificationModule
-from finetune.encoder_loading import pooler_was_trained
 from finetune.job_setup import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.models.bert import BertConfig
+from bert_lm.training.encoder_loading import resolve_source
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     ConfigError,
@@ -30,7 +31,6 @@ from bert_lm.training.run_support import (
     log_config_params,
 )
 from bert_lm.training.strategies import check_strategy_runnable
-from finetune.encoder_loading import resolve_source
 from finetune.job_setup import EncoderChoice, build_encoder, resolve_init
 from finetune.ner.data import KlueNerDataModule, check_labels, window_size
 from finetune.ner.download import download_klue_ner, find_local_files
