@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import math
-import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,12 +65,11 @@ from bert_lm.data.masking import MlmMasker, PretrainingCollator
 from bert_lm.data.pretraining_examples import PretrainingDataset, mix_seed
 from bert_lm.data.token_cache import build_token_cache
 from bert_lm.models.bert import BertForPreTraining
-from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
-from bert_lm.training.encoder_loading import pooler_was_trained, resolve_source
+from bert_lm.training.encoder_loading import load_pretrained_model, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
-from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, MLFLOW_RUN_ID_FILE, load_pretraining_weights
+from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, MLFLOW_RUN_ID_FILE
 
 log = logging.getLogger(__name__)
 
@@ -142,26 +140,8 @@ def run_data_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | Non
 
 def load_model(model_path: Path, tokenizer_dir: str | Path | None) -> tuple[BertForPreTraining, Path, bool]:
     """(model in eval mode, its tokenizer directory, whether its NSP head was trained)."""
-    resolved = resolve_source(model_path, tokenizer_dir)
-    tokenizer = load_tokenizer(resolved.tokenizer_dir)
-    vocab_size = tokenizer.vocab_size
-    tokenizer.close()
-    if resolved.kind == "hf":
-        model = import_hf(resolved.weights, expected_vocab_size=vocab_size)
-    else:
-        try:
-            model = load_pretraining_weights(resolved.weights)
-        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
-            raise ValueError(
-                f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
-                f"and hyper_parameters.model_config): {err}"
-            ) from None
-        if model.config.vocab_size != vocab_size:
-            raise ValueError(
-                f"{resolved.weights}: checkpoint vocab_size={model.config.vocab_size} but the tokenizer in "
-                f"{resolved.tokenizer_dir} has {vocab_size} tokens; pass the tokenizer it was pretrained with"
-            )
-    return model.eval(), resolved.tokenizer_dir, pooler_was_trained(model_path, tokenizer_dir)
+    model, resolved_tokenizer_dir = load_pretrained_model(model_path, tokenizer_dir)
+    return model.eval(), resolved_tokenizer_dir, pooler_was_trained(model_path, tokenizer_dir)
 
 
 # ---------------------------------------------------------------------------- the corpus

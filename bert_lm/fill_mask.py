@@ -37,6 +37,8 @@ def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanToke
     """A pretraining run directory (its hf_export) or an HF export directory."""
     path = Path(path)
     export_dir = path / HF_EXPORT_DIR if (path / HF_EXPORT_DIR).is_dir() else path
+    if (export_dir / "generator" / "config.json").is_file():
+        export_dir = export_dir / "generator"  # an ELECTRA run: the generator is the masked LM
     if not (export_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{path}: neither an HF export (config.json) nor a run directory with {HF_EXPORT_DIR}/; "

@@ -100,6 +100,8 @@ def load_mlm(path: str | os.PathLike) -> tuple[BertForPreTraining, object]:
     """(model in eval mode, tokenizer) from a run directory, our HF export or a published checkpoint."""
     path = Path(path)
     model_dir = path / HF_EXPORT_DIR if (path / HF_EXPORT_DIR).is_dir() else path
+    if (model_dir / "generator" / "config.json").is_file():
+        model_dir = model_dir / "generator"  # an ELECTRA run: the generator is the masked LM
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(

@@ -196,7 +196,7 @@ def build_encoder(
     tokenizer_dir = ensure_task_tokenizer(cfg, train_file, train_texts)
     tokenizer = load_tokenizer(tokenizer_dir)
     config = {
-        **OmegaConf.to_container(cfg.model, resolve=True),
+        **{k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "generator_size"},
         "vocab_size": tokenizer.vocab_size,
         "pad_token_id": tokenizer.pad_id,
     }

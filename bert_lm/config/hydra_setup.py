@@ -35,7 +35,12 @@ def setup_hydra() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("monitored_metric"):
         # The checkpoint metric follows the objectives: MLM loss, or NSP loss alone.
-        OmegaConf.register_new_resolver("monitored_metric", lambda mlm: "val/mlm_loss" if mlm else "val/nsp_loss")
+        OmegaConf.register_new_resolver(
+            "monitored_metric",
+            lambda mlm, objective="mlm": "val/disc_loss"
+            if objective == "electra"
+            else ("val/mlm_loss" if mlm else "val/nsp_loss"),
+        )
     register_schemas()
 
 

@@ -88,6 +88,7 @@ class ModelSchema:
     pad_token_id: int = 0
     model_type: str = "bert"  # bert | roberta | electra (init_from= brings its checkpoint's own)
     embedding_size: int | None = None  # ELECTRA-style factorised embeddings; None = hidden_size
+    generator_size: float = 0.25  # electra: the generator's share of the discriminator's width
 
 
 @dataclass
@@ -102,6 +103,8 @@ class TrainSchema:
     warmup_steps: int | None = None
     warmup_ratio: float = 0.06
     budget_minutes: float | None = None  # stop at this much training time; schedule follows it
+    objective: str = "mlm"  # mlm (train_mlm / train_nsp) | electra (replaced-token detection)
+    disc_weight: float = 50.0  # electra: loss = generator MLM + disc_weight x discriminator
 
 
 @dataclass

@@ -82,6 +82,30 @@ def export_hf(
     return out_dir
 
 
+def export_electra(model, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """An ELECTRA pretraining model (:class:`bert_lm.models.electra.ElectraForPretraining`) as two
+    transformers directories, each with the tokenizer: ``discriminator/`` (``ElectraForPreTraining``:
+    ``electra.*``, ``discriminator_predictions.*``; what finetuning takes) and ``generator/``
+    (``ElectraForMaskedLM``; what fill-mask and augmentation take)."""
+    out_dir = Path(out_dir)
+    generator_dir = export_hf(model.generator, out_dir / "generator", tokenizer_dir, objectives=["electra-generator"])
+    discriminator_dir = out_dir / "discriminator"
+    discriminator_dir.mkdir(parents=True, exist_ok=True)
+    state = {f"electra.{k}": v for k, v in model.discriminator.state_dict().items()}
+    state |= {f"discriminator_predictions.{k}": v for k, v in model.discriminator_predictions.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    save_file(state, str(discriminator_dir / "model.safetensors"), metadata={"format": "pt"})
+    hf_config = model.config.to_hf_dict()
+    hf_config.update(architectures=["ElectraForPreTraining"], dtype=str(next(iter(state.values())).dtype)[6:])
+    hf_config[OBJECTIVES_KEY] = ["electra-discriminator"]
+    (discriminator_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    if tokenizer_dir is not None:
+        copy_tokenizer_files(tokenizer_dir, discriminator_dir)
+        if (discriminator_dir / SETTINGS_FILE).is_file():
+            write_remote_tokenizer(discriminator_dir)
+    return discriminator_dir, generator_dir
+
+
 def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
     """Copy the tokenizer files (and remote-code ``*.py`` files) of ``tokenizer_dir``."""
     for path in Path(tokenizer_dir).iterdir():

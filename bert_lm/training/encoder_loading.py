@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bert_lm.models.bert import BertModel
+from bert_lm.models.bert import BertForPreTraining, BertModel
 from bert_lm.models.hf_interop import OBJECTIVES_KEY, import_hf
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
@@ -90,6 +90,12 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
             raise ValueError(f"pretrained={path} is a file but not a .ckpt: {_EXPECTED}")
         run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
         return EncoderSource("ckpt", path, _tokenizer_for(path, [run_dir / HF_EXPORT_DIR], tokenizer_dir))
+    # An ELECTRA run exports two halves: finetuning takes the discriminator.
+    if _is_hf_dir(path / HF_EXPORT_DIR / "discriminator"):
+        export = path / HF_EXPORT_DIR / "discriminator"
+        return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
+    if (path / "discriminator").is_dir() and _is_hf_dir(path / "discriminator"):
+        return EncoderSource("hf", path / "discriminator", _tokenizer_for(path, [path / "discriminator"], tokenizer_dir))
     if _is_hf_dir(path / HF_EXPORT_DIR):
         export = path / HF_EXPORT_DIR
         return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
@@ -119,27 +125,34 @@ def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLi
     return config.get("model_type", "bert") == "bert" and "BertForPreTraining" in config.get("architectures", [])
 
 
-def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> tuple[BertModel, Path]:
-    """``(encoder, tokenizer directory)`` for a run directory, a ``.ckpt`` or an HF
-    directory (see the module docstring for which files are used). The encoder is
-    the ``bert`` part of the pretrained model, in train mode, pooler included."""
+def load_pretrained_model(
+    source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None
+) -> tuple[BertForPreTraining, Path]:
+    """``(the whole pretrained model with its heads, tokenizer directory)`` for a run directory, a
+    ``.ckpt`` or an HF directory (see the module docstring for which files are used), in train mode."""
     resolved = resolve_source(source, tokenizer_dir)
     tokenizer = load_tokenizer(resolved.tokenizer_dir)
     vocab_size = tokenizer.vocab_size
     tokenizer.close()
     if resolved.kind == "hf":
-        model = import_hf(resolved.weights, expected_vocab_size=vocab_size)
-    else:
-        try:
-            model = load_pretraining_weights(resolved.weights)
-        except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
-            raise ValueError(
-                f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
-                f"and hyper_parameters.model_config): {err}"
-            ) from None
-        if model.config.vocab_size != vocab_size:
-            raise ValueError(
-                f"{resolved.weights}: checkpoint vocab_size={model.config.vocab_size} but the tokenizer in "
-                f"{resolved.tokenizer_dir} has {vocab_size} tokens; pass the tokenizer it was pretrained with"
-            )
-    return model.bert, resolved.tokenizer_dir
+        return import_hf(resolved.weights, expected_vocab_size=vocab_size), resolved.tokenizer_dir
+    try:
+        model = load_pretraining_weights(resolved.weights)
+    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
+            f"and hyper_parameters.model_config): {err}"
+        ) from None
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"{resolved.weights}: checkpoint vocab_size={model.config.vocab_size} but the tokenizer in "
+            f"{resolved.tokenizer_dir} has {vocab_size} tokens; pass the tokenizer it was pretrained with"
+        )
+    return model, resolved.tokenizer_dir
+
+
+def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> tuple[BertModel, Path]:
+    """``(encoder, tokenizer directory)``: the ``bert`` part of :func:`load_pretrained_model`, in
+    train mode, pooler included."""
+    model, resolved_tokenizer_dir = load_pretrained_model(source, tokenizer_dir)
+    return model.bert, resolved_tokenizer_dir

@@ -170,35 +170,41 @@ class PretrainingModule(pl.LightningModule):
         self._log_perplexity("val")
 
     def configure_optimizers(self):
-        # No weight decay on biases and LayerNorm weights, as in the original BERT.
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if self.hparams.optimizer == "deepspeed_cpu_adam":
-            # ZeRO-Offload steps the optimizer on the CPU and refuses a torch optimizer.
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
+        return pretraining_optimizers(self, self.model.named_parameters())
 
-            optimizer = DeepSpeedCPUAdam(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                         eps=self.hparams.adam_eps, adamw_mode=True)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                          eps=self.hparams.adam_eps)
-        budget = find_budget(self.trainer)
-        if budget is not None:
-            # train.budget_minutes: warmup and decay follow the elapsed share of the time budget, not
-            # the step count. (Not an hparam: a resume may raise the budget, and MLflow params are final.)
-            schedule = budget_schedule(self.hparams.scheduler, self.hparams.warmup_ratio)
-            scheduler = LambdaLR(optimizer, lambda _step: schedule(budget.fraction))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        # An explicit warmup_steps wins; otherwise a fraction of the run, so that a
-        # short run on a small corpus still reaches its peak learning rate.
-        warmup_steps = self.hparams.warmup_steps
-        if warmup_steps is None:
-            warmup_steps = max(1, round(self.hparams.warmup_ratio * total_steps))
-        schedule = warmup_schedule(self.hparams.scheduler, warmup_steps, total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}}
+
+def pretraining_optimizers(module: pl.LightningModule, named_parameters) -> dict:
+    """AdamW (or DeepSpeed's CPU Adam under ZeRO-Offload) without weight decay on biases and
+    LayerNorm weights, as in the original BERT; the schedule follows the step count, or the
+    elapsed share of ``train.budget_minutes`` when the Trainer carries a TrainingBudget."""
+    hparams = module.hparams
+    decay, no_decay = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if hparams.optimizer == "deepspeed_cpu_adam":
+        # ZeRO-Offload steps the optimizer on the CPU and refuses a torch optimizer.
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(
+            groups, lr=hparams.lr, betas=tuple(hparams.betas), eps=hparams.adam_eps, adamw_mode=True
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=hparams.lr, betas=tuple(hparams.betas), eps=hparams.adam_eps)
+    budget = find_budget(module.trainer)
+    if budget is not None:
+        # train.budget_minutes: warmup and decay follow the elapsed share of the time budget, not
+        # the step count. (Not an hparam: a resume may raise the budget, and MLflow params are final.)
+        schedule = budget_schedule(hparams.scheduler, hparams.warmup_ratio)
+        scheduler = LambdaLR(optimizer, lambda _step: schedule(budget.fraction))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    total_steps = int(module.trainer.estimated_stepping_batches)
+    # An explicit warmup_steps wins; otherwise a fraction of the run, so that a
+    # short run on a small corpus still reaches its peak learning rate.
+    warmup_steps = hparams.warmup_steps
+    if warmup_steps is None:
+        warmup_steps = max(1, round(hparams.warmup_ratio * total_steps))
+    schedule = warmup_schedule(hparams.scheduler, warmup_steps, total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}}

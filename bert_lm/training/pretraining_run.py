@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.data.datamodule import PretrainingDataModule
 from bert_lm.models.bert import BertConfig
-from bert_lm.models.hf_interop import export_hf, import_hf, read_hf_config
+from bert_lm.models.hf_interop import export_electra, export_hf, import_hf, read_hf_config
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.budget import TrainingBudget
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
+from bert_lm.training.electra_module import ElectraPretrainingModule
 from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
@@ -32,7 +33,7 @@ from bert_lm.training.run_support import (
     load_pretraining_weights,
     log_config_params,
 )
-from bert_lm.training.strategies import check_strategy_runnable
+from bert_lm.training.strategies import check_strategy_runnable, consolidated_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ def check_config(cfg: DictConfig) -> None:
                 "train.warmup_steps is set together with train.budget_minutes: with a time budget, warmup is "
                 "train.warmup_ratio of the budget; set train.warmup_steps=null"
             )
+    if cfg.train.objective not in ("mlm", "electra"):
+        raise ConfigError(f"train.objective={cfg.train.objective!r}: use mlm (with train_mlm/train_nsp) or electra")
+    if cfg.train.objective == "electra" and cfg.init_from:
+        raise ConfigError(
+            "train.objective=electra with init_from: continuing ELECTRA pretraining from a published generator + "
+            "discriminator pair is not supported yet; init_from continues MLM pretraining (of a BERT, a RoBERTa or "
+            "an ELECTRA generator)"
+        )
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
     if cfg.init_from:
@@ -61,13 +70,16 @@ def check_config(cfg: DictConfig) -> None:
         where = f"init_from={cfg.init_from}"
     else:
         model_fields = OmegaConf.to_container(cfg.model, resolve=True)
+        model_fields.pop("generator_size", None)  # ELECTRA's generator, not the encoder's shape
+        if cfg.train.objective == "electra":
+            model_fields["model_type"] = "electra"
         try:
             # vocab_size comes from the tokenizer later; any valid value checks the rest now.
             model_config = BertConfig(**{**model_fields, "vocab_size": max(model_fields["pad_token_id"] + 1, 8)})
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
         where = "the model group"
-    if cfg.train.train_nsp and model_config.model_type != "bert":
+    if cfg.train.train_nsp and model_config.model_type != "bert" and cfg.train.objective == "mlm":
         raise ConfigError(
             f"train.train_nsp=true: {where} is a {model_config.model_type} model, which has no NSP head; "
             "set train.train_nsp=false"
@@ -123,7 +135,7 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
         num_workers=cfg.impl.num_workers,
         pin_memory=cfg.impl.pin_memory,
         persistent_workers=cfg.impl.persistent_workers,
-        train_nsp=cfg.train.train_nsp,
+        train_nsp=cfg.train.train_nsp and cfg.train.objective == "mlm",
         short_seq_prob=cfg.data.short_seq_prob,
         nsp_prob=cfg.data.nsp_prob,
         mask_ratio=cfg.data.mask_ratio,
@@ -135,14 +147,27 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
     )
 
 
-def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule:
+def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretrainingModule:
     model_config = {
         **OmegaConf.to_container(cfg.model, resolve=True),
         "vocab_size": tokenizer.vocab_size,
         "pad_token_id": tokenizer.pad_id,
     }
+    generator_size = model_config.pop("generator_size", 0.25)
     train = OmegaConf.to_container(cfg.train, resolve=True)
     train.pop("budget_minutes", None)  # the Trainer's TrainingBudget callback carries it
+    objective, disc_weight = train.pop("objective", "mlm"), train.pop("disc_weight", 50.0)
+    if objective == "electra":
+        # The discriminator is an ELECTRA encoder; replaced-token detection replaces NSP.
+        train.pop("train_mlm"), train.pop("train_nsp")
+        return ElectraPretrainingModule(
+            model_config={**model_config, "model_type": "electra"},
+            special_ids=list(tokenizer.special_ids),
+            generator_size=generator_size,
+            disc_weight=disc_weight,
+            optimizer=cfg.strategy.optimizer,
+            **train,
+        )
     module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
     if cfg.init_from:
         imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
@@ -226,9 +251,16 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     trainer.validate(module, datamodule=datamodule)
 
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    model = load_pretraining_weights(best_ckpt) if best_ckpt else module.model
-    objectives = [name for name, on in (("mlm", cfg.train.train_mlm), ("nsp", cfg.train.train_nsp)) if on]
-    hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir, objectives=objectives)
+    if cfg.train.objective == "electra":
+        if best_ckpt:
+            state = torch.load(consolidated_checkpoint(best_ckpt), map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+        discriminator_dir, _ = export_electra(module.model, run_dir / HF_EXPORT_DIR, tokenizer_dir)
+        hf_dir = discriminator_dir.parent
+    else:
+        model = load_pretraining_weights(best_ckpt) if best_ckpt else module.model
+        objectives = [name for name, on in (("mlm", cfg.train.train_mlm), ("nsp", cfg.train.train_nsp)) if on]
+        hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir, objectives=objectives)
     if trainer.is_global_zero:
         log_artifacts(logger, cfg, run_dir, tokenizer_dir, best_ckpt or None, hf_dir)
     tokenizer.close()
