@@ -15,7 +15,8 @@ DATA="${DATA:-petitions}"
 OUT="$(mktemp -d)"
 log="$OUT/run.log"
 
-python run.py model=base data="$DATA" strategy=deepspeed_stage_2 impl.precision=bf16-mixed \
+# data=petitions reads data/korean_petitions in the project unless DATA_ROOT says otherwise.
+python run.py model=base data="$DATA" ${DATA_ROOT:+data.root="$DATA_ROOT"} strategy=deepspeed_stage_2 impl.precision=bf16-mixed \
   trainer.max_steps="$STEPS" trainer.val_check_interval=1.0 trainer.log_every_n_steps=10 \
   data.batch_size=64 impl.num_workers=4 impl.pad_to_multiple_of=8 \
   paths.cache_dir="$OUT/cache" logger.tracking_uri="sqlite:///$OUT/mlflow.db" \
@@ -30,7 +31,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import BertForPreTraining
 
-from bert_lm.training.pretraining_run import load_pretraining_weights
+from bert_lm.training.run_support import load_pretraining_weights
 
 run_dir, db, peak = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 # The DeepSpeed checkpoint is a directory: loading converts it to one fp32 file.

@@ -132,3 +132,25 @@ def test_electra_pretraining_run_exports_both_halves_and_finetunes_the_discrimin
     assert resolve_source(run_dir).weights == hf_dir / "discriminator"
     model, tokenizer = load_for_fill_mask(run_dir)
     assert model.config.hidden_size == 32 and fill_mask(model, tokenizer, "국가의 [MASK]를", top_k=2)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    command = [
+        sys.executable, "run.py", "model=tiny", "train.objective=electra", "model.generator_size=0.5",
+        "strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=8", "trainer.max_steps=2",
+        "trainer.val_check_interval=1.0", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+        "callbacks.throughput.window_size=2", f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}", f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"logger.artifact_location={tmp_path / 'art'}",
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "hf_export" / "discriminator" / "model.safetensors").is_file()
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
