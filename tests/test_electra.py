@@ -154,3 +154,28 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert (tmp_path / "run" / "hf_export" / "discriminator" / "model.safetensors").is_file()
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_continued_electra_pretraining_from_a_published_pair(tmp_path, sample_lines):
+    from bert_lm.training.pretraining_run import pretrain
+    from tests import published_layouts
+    from tests.test_run_pretraining import compose_config, tiny_overrides
+
+    discriminator_dir, generator_dir = published_layouts.make_electra_checkpoints(tmp_path / "koelectra", sample_lines)
+    # Published pairs share their embeddings: make the transformers-written pair do so too.
+    disc = transformers.ElectraForPreTraining.from_pretrained(discriminator_dir)
+    gen = transformers.ElectraForMaskedLM.from_pretrained(generator_dir)
+    gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+    gen.save_pretrained(generator_dir)
+    overrides = tiny_overrides(tmp_path, "train.objective=electra", f"init_from={tmp_path / 'koelectra'}",
+                               "data.max_len=48", "trainer.max_steps=2")
+    run_dir, hf_dir = pretrain(compose_config(overrides), overrides)
+    after = transformers.ElectraForPreTraining.from_pretrained(hf_dir / "discriminator")
+    key = "electra.encoder.layer.0.attention.self.query.weight"
+    before_weights, after_weights = disc.state_dict()[key], after.state_dict()[key]
+    assert not torch.equal(before_weights, after_weights) and (before_weights - after_weights).abs().max() < 0.005
+    head = "discriminator_predictions.dense_prediction.weight"
+    assert (disc.state_dict()[head] - after.state_dict()[head]).abs().max() < 0.005  # continued, not re-initialised
+    generator_after = transformers.ElectraForMaskedLM.from_pretrained(hf_dir / "generator")
+    assert generator_after.config.hidden_size == gen.config.hidden_size

@@ -106,6 +106,43 @@ def export_electra(model, out_dir: str | Path, tokenizer_dir: str | Path | None 
     return discriminator_dir, generator_dir
 
 
+def load_electra_pair(model, pair_dir: str | Path) -> None:
+    """Copy a generator + discriminator pair (``pair_dir/discriminator``, ``pair_dir/generator``: our
+    ELECTRA export, or a published pair such as KoELECTRA's) into an ELECTRA pretraining model, key for
+    key with shape checks. The embeddings are shared: they come from the discriminator, and a generator
+    whose embeddings differ is reported (its own are not used)."""
+    pair_dir = Path(pair_dir)
+    discriminator = import_hf(pair_dir / "discriminator")
+    generator = import_hf(pair_dir / "generator")
+    with torch.no_grad():
+        model.discriminator.load_state_dict(
+            {
+                k.removeprefix("bert."): v
+                for k, v in discriminator.state_dict().items()
+                if k.startswith("bert.") and not k.startswith("bert.pooler.")  # ELECTRA has no pooler
+            }
+        )
+        head = read_hf_state_dict(pair_dir / "discriminator")
+        head = {k.removeprefix("discriminator_predictions."): v for k, v in head.items()
+                if k.startswith("discriminator_predictions.")}
+        if not head:
+            raise ValueError(f"{pair_dir / 'discriminator'}: no discriminator_predictions.* weights (not an ElectraForPreTraining)")
+        model.discriminator_predictions.load_state_dict(head)
+        ours = model.generator.state_dict()
+        theirs = {k: v for k, v in generator.state_dict().items() if k in ours and not k.startswith("bert.embeddings.")}
+        for key, tensor in theirs.items():
+            if tuple(tensor.shape) != tuple(ours[key].shape):
+                raise ValueError(
+                    f"{pair_dir / 'generator'}: shape mismatch for {key}: {tuple(tensor.shape)} against "
+                    f"{tuple(ours[key].shape)} (model.generator_size must match the published generator)"
+                )
+            ours[key].copy_(tensor)
+    shared = generator.bert.embeddings.word_embeddings.weight
+    if not torch.equal(shared, discriminator.bert.embeddings.word_embeddings.weight):
+        log.warning("%s: the generator's embeddings differ from the discriminator's; the shared ones are the "
+                    "discriminator's", pair_dir)
+
+
 def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
     """Copy the tokenizer files (and remote-code ``*.py`` files) of ``tokenizer_dir``."""
     for path in Path(tokenizer_dir).iterdir():

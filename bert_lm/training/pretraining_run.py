@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.data.datamodule import PretrainingDataModule
 from bert_lm.models.bert import BertConfig
-from bert_lm.models.hf_interop import export_electra, export_hf, import_hf, read_hf_config
+from bert_lm.models.hf_interop import export_electra, export_hf, import_hf, load_electra_pair, read_hf_config
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.budget import TrainingBudget
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus, ensure_tokenizer
@@ -55,16 +55,18 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.train.objective not in ("mlm", "electra"):
         raise ConfigError(f"train.objective={cfg.train.objective!r}: use mlm (with train_mlm/train_nsp) or electra")
     if cfg.train.objective == "electra" and cfg.init_from:
-        raise ConfigError(
-            "train.objective=electra with init_from: continuing ELECTRA pretraining from a published generator + "
-            "discriminator pair is not supported yet; init_from continues MLM pretraining (of a BERT, a RoBERTa or "
-            "an ELECTRA generator)"
-        )
+        missing = [h for h in ("discriminator", "generator") if not (Path(cfg.init_from) / h / "config.json").is_file()]
+        if missing:
+            raise ConfigError(
+                f"train.objective=electra init_from={cfg.init_from}: continuing ELECTRA pretraining needs the pair, "
+                f"{cfg.init_from}/discriminator/ and {cfg.init_from}/generator/ (the layout of our ELECTRA export; put "
+                f"a published pair such as KoELECTRA's two directories there); missing: {', '.join(missing)}"
+            )
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
     if cfg.init_from:
         try:
-            model_config = read_hf_config(cfg.init_from)
+            model_config = read_hf_config(electra_part(cfg, "discriminator"))
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"init_from: {err}") from None
         where = f"init_from={cfg.init_from}"
@@ -160,14 +162,24 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretr
     if objective == "electra":
         # The discriminator is an ELECTRA encoder; replaced-token detection replaces NSP.
         train.pop("train_mlm"), train.pop("train_nsp")
-        return ElectraPretrainingModule(
-            model_config={**model_config, "model_type": "electra"},
+        electra_config = {**model_config, "model_type": "electra"}
+        if cfg.init_from:
+            # A published (or our) pair: the architecture is the discriminator's, the generator's width its own.
+            discriminator_config = read_hf_config(electra_part(cfg, "discriminator"))
+            generator_hidden = read_hf_config(electra_part(cfg, "generator")).hidden_size
+            electra_config = {**vars(discriminator_config), "vocab_size": tokenizer.vocab_size}
+            generator_size = generator_hidden / discriminator_config.hidden_size
+        module = ElectraPretrainingModule(
+            model_config=electra_config,
             special_ids=list(tokenizer.special_ids),
             generator_size=generator_size,
             disc_weight=disc_weight,
             optimizer=cfg.strategy.optimizer,
             **train,
         )
+        if cfg.init_from:
+            load_electra_pair(module.model, Path(cfg.init_from))
+        return module
     module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
     if cfg.init_from:
         imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
@@ -194,19 +206,25 @@ def log_artifacts(
     client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
 
 
+def electra_part(cfg: DictConfig, part: str) -> Path:
+    """``init_from`` itself, or its ``discriminator/`` / ``generator/`` half for ELECTRA pretraining."""
+    return Path(cfg.init_from) / part if cfg.train.objective == "electra" else Path(cfg.init_from)
+
+
 def pretraining_tokenizer(cfg: DictConfig, prepared_dir: Path) -> Path:
     """``tokenizer.dir`` when set; else the tokenizer that ``init_from`` was trained with (a published
     checkpoint's own files, or ours beside our export); else one trained on the corpus."""
     if cfg.init_from and not cfg.tokenizer.dir:
-        if not is_tokenizer_dir(cfg.init_from):
+        source = electra_part(cfg, "discriminator")
+        if not is_tokenizer_dir(source):
             raise ConfigError(
-                f"init_from={cfg.init_from} holds no tokenizer (tokenizer.json or vocab.txt): set tokenizer.dir "
+                f"init_from={source} holds no tokenizer (tokenizer.json or vocab.txt): set tokenizer.dir "
                 "to the tokenizer the checkpoint was trained with"
             )
-        tokenizer = load_tokenizer(cfg.init_from)
-        print(f"tokenizer: {cfg.init_from} (the checkpoint's own, {tokenizer!r})")
+        tokenizer = load_tokenizer(source)
+        print(f"tokenizer: {source} (the checkpoint's own, {tokenizer!r})")
         tokenizer.close()
-        return Path(cfg.init_from)
+        return source
     return ensure_tokenizer(cfg.tokenizer, prepared_dir, cfg.paths.cache_dir)
 
 
