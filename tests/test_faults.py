@@ -78,9 +78,11 @@ def test_unwritable_output_directory_is_reported_before_training(tmp_path):
     assert not (tmp_path / "cache").exists(), "no data work before the check"
 
 
-def test_kill_9_then_resume_continues_step_and_mlflow_run(tmp_path):
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_kill_9_then_resume_continues_step_and_mlflow_run(tmp_path, objective):
+    extra = ["train.objective=electra", "model.generator_size=0.5"] if objective == "electra" else []
     overrides = tiny_overrides(tmp_path, "trainer.max_steps=400", "callbacks.model_checkpoint.every_n_train_steps=3",
-                               "trainer.val_check_interval=1.0", "trainer.max_epochs=1000")
+                               "trainer.val_check_interval=1.0", "trainer.max_epochs=1000", *extra)
     process = subprocess.Popen([sys.executable, "run.py", *overrides], cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -101,7 +103,7 @@ def test_kill_9_then_resume_continues_step_and_mlflow_run(tmp_path):
     run_id = (tmp_path / "run" / "mlflow_run_id").read_text()
 
     resume = tiny_overrides(tmp_path, f"ckpt_path={tmp_path / 'run'}", f"trainer.max_steps={saved_step + 3}",
-                            "trainer.val_check_interval=1.0", "trainer.max_epochs=1000")
+                            "trainer.val_check_interval=1.0", "trainer.max_epochs=1000", *extra)
     pretrain(compose_config(resume), resume)
     assert torch.load(last, weights_only=True)["global_step"] == saved_step + 3
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
