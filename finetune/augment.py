@@ -250,11 +250,14 @@ def _plans(tokenizer, vocabulary: _Vocabulary, texts, n, mask_prob, action, max_
         units = _units(tokenizer, text, ids, offsets, vocabulary.is_continuation)
         protected = _protected_spans(text)
 
-        # Units that touch no placeholder and hold no special token but [UNK].
+        # Units that touch no placeholder, hold no special token but [UNK], and hold a letter or digit:
+        # swapping punctuation ("사람이냐" -> "사람이냐!", a quote dropped) adds no lexical variety and
+        # can unbalance quotes and brackets.
         changeable = [
             index
             for index, unit in enumerate(units)
             if unit.end > unit.start
+            and any(c.isalnum() for c in text[unit.start : unit.end])
             and not any(s < unit.end and unit.start < e for s, e in protected)
             and not any(
                 ids[i] in vocabulary.special_ids and ids[i] != tokenizer.unk_id for i in range(unit.first, unit.last)

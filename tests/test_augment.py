@@ -265,3 +265,15 @@ def test_text_longer_than_the_model_changes_in_its_first_window(published_dir, a
     assert variants
     for variant in variants:
         assert variant.text.endswith(long_text[window_end:])
+
+
+def test_punctuation_is_never_the_unit_changed(loaded):
+    model, tokenizer = loaded
+    text = '"그래서" 뭐, 어쩌라고?! (국가의 미래를)'
+    (variants,) = augment_rows(model, tokenizer, [text], n=8, mask_prob=0.5, top_k=10, seed=3, progress=False)
+    assert variants
+    for variant in variants:
+        match = _source_pattern(variant, "substitute").fullmatch(text)
+        assert match, variant
+        for old in match.groups():
+            assert any(c.isalnum() for c in old), (old, variant)
