@@ -260,6 +260,9 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     budget = TrainingBudget(cfg.train.budget_minutes) if cfg.train.budget_minutes else None
     # With a time budget, the budget decides when to stop, not a step or epoch count.
     limits = {"max_steps": -1, "max_epochs": -1} if budget else {}
+    if budget and isinstance(cfg.trainer.val_check_interval, int):
+        # Validation every N steps across epoch ends (Lightning refuses N above one epoch otherwise).
+        limits["check_val_every_n_epoch"] = None
     trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR, [budget] if budget else None, **limits)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     if budget is not None:
