@@ -69,9 +69,13 @@ COMMON = [
 ]
 
 
+def slug(name: str) -> str:
+    return re.sub(r"\W+", "-", name).strip("-")
+
+
 def pretrain(name: str, extra: list[str], out_dir: Path) -> Path:
     command = [sys.executable, "run.py", *COMMON, *extra, f"hydra.run.dir={out_dir}",
-               f"logger.run_name=bench-pretraining-budget-{re.sub(r'\W+', '-', name)}"]
+               f"logger.run_name=bench-pretraining-budget-{slug(name)}"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"pretraining ({name}) failed:\n{result.stderr[-3000:]}")
@@ -148,7 +152,7 @@ def main() -> None:
         runs.update(ABLATIONS)
     run_dirs, curves = {}, {}
     for name, extra in runs.items():
-        run_dirs[name] = pretrain(name, extra, out_root / re.sub(r"\W+", "-", name))
+        run_dirs[name] = pretrain(name, extra, out_root / slug(name))
         curves[name] = curve(run_dirs[name])
         print(f"{name}: {len(curves[name])} validations, last {curves[name][-1] if curves[name] else None}", flush=True)
     plot(curves, out_root / "mlm_acc_vs_minutes.png")
