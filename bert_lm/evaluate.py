@@ -221,15 +221,8 @@ def evaluation_loader(
     except ValueError as err:
         hint = "; --no-nsp scores single-segment spans, which need no sentence pairs" if nsp else ""
         raise ValueError(f"{err}{hint}") from None
-    masker = MlmMasker(
-        tokenizer.vocab_size,
-        tokenizer.mask_id,
-        tokenizer.special_ids,
-        continuation_mask=tokenizer.continuation_mask() if settings.whole_word_mask else None,
-        mask_ratio=settings.mask_ratio,
-        mask_token_prob=settings.mask_token_prob,
-        random_token_prob=settings.random_token_prob,
-        whole_word_mask=settings.whole_word_mask,
+    masker = MlmMasker.for_tokenizer(
+        tokenizer, settings.mask_ratio, settings.mask_token_prob, settings.random_token_prob, settings.whole_word_mask
     )
     collator = PretrainingCollator(masker, tokenizer.pad_id, validation_seed, settings.pad_to_multiple_of)
     sampler = ShardedEpochSampler(len(dataset), 1, 0, fixed_epoch=0)

@@ -302,15 +302,8 @@ class PretrainingDataModule(pl.LightningDataModule):
             self.train_dataset, self.valid_dataset = self._datasets(tokenizer, self._caches(tokenizer))
         finally:
             tokenizer.close()
-        masker = MlmMasker(
-            tokenizer.vocab_size,
-            tokenizer.mask_id,
-            tokenizer.special_ids,
-            continuation_mask=tokenizer.continuation_mask() if self.whole_word_mask else None,
-            mask_ratio=self.mask_ratio,
-            mask_token_prob=self.mask_token_prob,
-            random_token_prob=self.random_token_prob,
-            whole_word_mask=self.whole_word_mask,
+        masker = MlmMasker.for_tokenizer(
+            tokenizer, self.mask_ratio, self.mask_token_prob, self.random_token_prob, self.whole_word_mask
         )
         self.train_collator = PretrainingCollator(masker, tokenizer.pad_id, self.seed, self.pad_to_multiple_of)
         self.valid_collator = PretrainingCollator(

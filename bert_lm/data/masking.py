@@ -30,6 +30,29 @@ IGNORE_INDEX = -100
 class MlmMasker:
     """Applies BERT's masking to padded batches of token ids."""
 
+    @classmethod
+    def for_tokenizer(
+        cls,
+        tokenizer,
+        mask_ratio: float,
+        mask_token_prob: float,
+        random_token_prob: float,
+        whole_word_mask: bool,
+    ) -> MlmMasker:
+        """The masker of a tokenizer (its special ids, its ``##`` pieces for whole-word masking):
+        one construction for training, validation and ``bert_lm.evaluate``, so equal settings
+        draw equal masks."""
+        return cls(
+            tokenizer.vocab_size,
+            tokenizer.mask_id,
+            tokenizer.special_ids,
+            continuation_mask=tokenizer.continuation_mask() if whole_word_mask else None,
+            mask_ratio=mask_ratio,
+            mask_token_prob=mask_token_prob,
+            random_token_prob=random_token_prob,
+            whole_word_mask=whole_word_mask,
+        )
+
     def __init__(
         self,
         vocab_size: int,

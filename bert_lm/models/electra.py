@@ -151,9 +151,3 @@ class ElectraForPretraining(nn.Module):
             filled_ids=filled,
         )
 
-    def discriminator_model(self) -> BertModel:
-        return self.discriminator
-
-    def generator_model(self) -> BertForPreTraining:
-        return self.generator
-

@@ -74,12 +74,16 @@ def export_hf(
         hf_config[OBJECTIVES_KEY] = list(objectives)
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
-        copy_tokenizer_files(tokenizer_dir, out_dir)
-        if (out_dir / SETTINGS_FILE).is_file():
-            # Our Mecab-aware tokenizer: ship the Mecab step as remote code, so that
-            # AutoTokenizer.from_pretrained(out_dir, trust_remote_code=True) gives our ids on raw text.
-            write_remote_tokenizer(out_dir)
+        write_tokenizer(tokenizer_dir, out_dir)
     return out_dir
+
+
+def write_tokenizer(tokenizer_dir: str | Path, out_dir: Path) -> None:
+    """The tokenizer files beside exported weights; ours also get the Mecab step as remote code,
+    so that AutoTokenizer.from_pretrained(out_dir, trust_remote_code=True) gives our ids on raw text."""
+    copy_tokenizer_files(tokenizer_dir, out_dir)
+    if (out_dir / SETTINGS_FILE).is_file():
+        write_remote_tokenizer(out_dir)
 
 
 def export_electra(model, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -100,9 +104,7 @@ def export_electra(model, out_dir: str | Path, tokenizer_dir: str | Path | None 
     hf_config[OBJECTIVES_KEY] = ["electra-discriminator"]
     (discriminator_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
-        copy_tokenizer_files(tokenizer_dir, discriminator_dir)
-        if (discriminator_dir / SETTINGS_FILE).is_file():
-            write_remote_tokenizer(discriminator_dir)
+        write_tokenizer(tokenizer_dir, discriminator_dir)
     return discriminator_dir, generator_dir
 
 
@@ -112,7 +114,10 @@ def load_electra_pair(model, pair_dir: str | Path) -> None:
     key with shape checks. The embeddings are shared: they come from the discriminator, and a generator
     whose embeddings differ is reported (its own are not used)."""
     pair_dir = Path(pair_dir)
-    discriminator = import_hf(pair_dir / "discriminator")
+    discriminator_state = read_hf_state_dict(pair_dir / "discriminator")  # read once: encoder and head
+    discriminator = BertForPreTraining(read_hf_config(pair_dir / "discriminator"))
+    initialized = copy_hf_state_dict(discriminator, discriminator_state, source=str(pair_dir / "discriminator"))
+    require_complete_encoder(initialized, pair_dir / "discriminator")
     generator = import_hf(pair_dir / "generator")
     with torch.no_grad():
         model.discriminator.load_state_dict(
@@ -122,8 +127,7 @@ def load_electra_pair(model, pair_dir: str | Path) -> None:
                 if k.startswith("bert.") and not k.startswith("bert.pooler.")  # ELECTRA has no pooler
             }
         )
-        head = read_hf_state_dict(pair_dir / "discriminator")
-        head = {k.removeprefix("discriminator_predictions."): v for k, v in head.items()
+        head = {k.removeprefix("discriminator_predictions."): v for k, v in discriminator_state.items()
                 if k.startswith("discriminator_predictions.")}
         if not head:
             raise ValueError(f"{pair_dir / 'discriminator'}: no discriminator_predictions.* weights (not an ElectraForPreTraining)")
@@ -226,6 +230,16 @@ def read_hf_config(hf_dir: str | Path) -> BertConfig:
         raise ValueError(f"{config_path}: {err}") from None
 
 
+def require_complete_encoder(initialized: list[str], hf_dir: str | Path) -> None:
+    """Heads may be new; an encoder with random layers would train and score silently wrong."""
+    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings", "bert.encoder.", "bert.LayerNorm"))]
+    if missing_encoder:
+        raise ValueError(
+            f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "
+            "it is not a complete encoder; check the directory or its config.json"
+        )
+
+
 def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> BertForPreTraining:
     """Load a local HF BERT, RoBERTa or ELECTRA directory (pretraining, masked-LM or bare encoder) as ours.
 
@@ -243,13 +257,7 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
         )
     model = BertForPreTraining(config)
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
-    # Heads may be new; an encoder with random layers would train and score silently wrong.
-    missing_encoder = [k for k in initialized if k.startswith(("bert.embeddings", "bert.encoder.", "bert.LayerNorm"))]
-    if missing_encoder:
-        raise ValueError(
-            f"{hf_dir}: the checkpoint lacks {len(missing_encoder)} encoder weights (e.g. {missing_encoder[0]}): "
-            "it is not a complete encoder; check the directory or its config.json"
-        )
+    require_complete_encoder(initialized, hf_dir)
     # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
     initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
     if initialized:

@@ -117,7 +117,8 @@ def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLi
     saved as ``BertForPreTraining`` carries a trained NSP head."""
     resolved = resolve_source(source, tokenizer_dir)
     if resolved.kind == "ckpt":
-        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True)
+        # mmap: only the hyper-parameters are read, not the weights the caller has loaded already.
+        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
         return bool(state.get("hyper_parameters", {}).get("train_nsp", False))
     config = json.loads((resolved.weights / "config.json").read_text())
     if OBJECTIVES_KEY in config:

@@ -25,7 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.models.bert import BertConfig
 from bert_lm.training.encoder_loading import pooler_was_trained
-from bert_lm.training.run_support import CHECKPOINT_DIR, ConfigError, build_logger, build_trainer, log_config_params
+from bert_lm.training.run_support import (
+    CHECKPOINT_DIR,
+    ConfigError,
+    build_logger,
+    build_trainer,
+    check_writable,
+    log_config_params,
+)
 from bert_lm.training.strategies import check_strategy_runnable
 from finetune.classification.data import (
     ClassificationDataModule,
@@ -172,8 +179,6 @@ def write_report(run_dir: Path, scores: dict, labels, name: str, trained_steps: 
 def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, float]]:
     """The whole job; returns (run directory, scores: macro_f1 and accuracy on the evaluation
     file, and test_macro_f1 / test_accuracy when task.test_file is set)."""
-    from bert_lm.training.run_support import check_writable
-
     check_classification_config(cfg)
     init = resolve_init(cfg)
     run_dir = Path(cfg.paths.output_dir)
