@@ -88,6 +88,7 @@ class ModelSchema:
     pad_token_id: int = 0
     model_type: str = "bert"  # bert | roberta | electra (init_from= brings its checkpoint's own)
     embedding_size: int | None = None  # ELECTRA-style factorised embeddings; None = hidden_size
+    position_init: str = "normal"  # normal | sinusoidal: how a fresh model's position table starts
     generator_size: float = 0.25  # electra: the generator's share of the discriminator's width
 
 

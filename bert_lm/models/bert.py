@@ -32,6 +32,7 @@ relative position embeddings, hidden-state/attention outputs.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -60,6 +61,9 @@ ACTIVATIONS = {
 }
 
 
+POSITION_INITS = ("normal", "sinusoidal")
+
+
 @dataclass
 class BertConfig:
     """Architecture hyper-parameters, with HF's field names so config.json round-trips."""
@@ -79,6 +83,11 @@ class BertConfig:
     pad_token_id: int = 0
     model_type: str = "bert"
     embedding_size: int | None = None  # ELECTRA: None means hidden_size
+    # How a fresh model's position table starts; not part of HF's config (it changes nothing
+    # once trained). "normal": HF's N(0, initializer_range). "sinusoidal": the Transformer's
+    # sines and cosines, scaled to the same std, so that one query/key map can attend "k
+    # tokens back" at every position at once instead of learning each position separately.
+    position_init: str = "normal"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +113,8 @@ class BertConfig:
             fail("max_position_embeddings", f"leaves no position after the offset {self.position_offset}")
         if self.embedding_size is not None and (not isinstance(self.embedding_size, int) or self.embedding_size < 1):
             fail("embedding_size", "must be a positive int or None (= hidden_size)")
+        if self.position_init not in POSITION_INITS:
+            fail("position_init", f"must be one of {list(POSITION_INITS)}")
         if self.hidden_act not in ACTIVATIONS:
             fail("hidden_act", f"must be one of {sorted(ACTIVATIONS)}")
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -144,7 +155,7 @@ class BertConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The config.json content HF's config class of ``model_type`` understands."""
-        hf = {k: v for k, v in asdict(self).items() if k != "embedding_size"}
+        hf = {k: v for k, v in asdict(self).items() if k not in ("embedding_size", "position_init")}
         if self.model_type == "electra":
             hf["embedding_size"] = self.embedding_dim
         if self.model_type.startswith("roberta"):
@@ -346,6 +357,22 @@ def init_bert_weights(module: nn.Module, initializer_range: float) -> None:
         module.bias.zero_()
 
 
+@torch.no_grad()
+def init_sinusoidal_positions(table: torch.Tensor, config: BertConfig) -> None:
+    """Vaswani et al.'s sin/cos table in ``table`` (P, E), rescaled to std ``initializer_range``.
+
+    Position p + k is a fixed rotation of position p for every p, which a linear map can
+    exploit; RoBERTa-style numbering still works, the unused offset rows just hold early angles.
+    """
+    positions, dim = table.shape
+    angle_rates = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))  # (E/2,)
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] * angle_rates[None, :]  # (P, E/2)
+    sinusoids = torch.zeros(positions, dim, dtype=torch.float64)
+    sinusoids[:, 0::2] = torch.sin(angles)
+    sinusoids[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    table.copy_((sinusoids / sinusoids.std() * config.initializer_range).to(table.dtype))
+
+
 class BertModel(nn.Module):
     """The encoder alone: what finetuning heads (e.g. NER) wrap."""
 
@@ -363,6 +390,8 @@ class BertModel(nn.Module):
         # A head that never reads the pooler should drop it: unused parameters upset DDP.
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.apply(functools.partial(init_bert_weights, initializer_range=config.initializer_range))
+        if config.position_init == "sinusoidal":
+            init_sinusoidal_positions(self.embeddings.position_embeddings.weight, config)
 
     def forward(
         self,
