@@ -326,3 +326,42 @@ def test_two_run_py_processes_on_one_fresh_cache(tmp_path):
     exported = [_files(tmp_path / name / "hf_export") for name in ("a", "b")]
     for name in ("vocab.txt", "tokenizer.json"):
         assert exported[0][name] == exported[1][name] == (tokenizers[0] / name).read_bytes()
+
+
+_START_LOGGER = """
+import sys, time
+from pathlib import Path
+from omegaconf import OmegaConf
+from bert_lm.training.run_support import build_logger
+store, run_dir, start_at = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+cfg = OmegaConf.create({"logger": {
+    "_target_": "pytorch_lightning.loggers.MLFlowLogger", "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+    "experiment_name": "race", "artifact_location": str(store / "artifacts"), "run_name": run_dir.name,
+    "log_model": False}})
+run_dir.mkdir(parents=True)
+while time.time() < start_at:  # both processes reach the fresh store at the same moment
+    time.sleep(0.001)
+build_logger(cfg, run_dir, [])
+"""
+
+
+@pytest.mark.slow
+def test_two_jobs_starting_together_on_a_fresh_mlflow_store(tmp_path):
+    """A parallel multirun shares one mlflow.db; MLflow migrates a new SQLite file unlocked."""
+    start_at = time.time() + 8  # after both interpreters have imported MLflow and Lightning
+    runs = [
+        subprocess.Popen([sys.executable, "-c", _START_LOGGER, str(tmp_path), str(tmp_path / name), str(start_at)],
+                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiments = [e for e in client.search_experiments() if e.name == "race"]
+    assert len(experiments) == 1
+    run_ids = {(tmp_path / name / "mlflow_run_id").read_text() for name in ("a", "b")}
+    found = {r.info.run_id for r in client.search_runs([experiments[0].experiment_id])}
+    assert len(run_ids) == 2 and run_ids == found

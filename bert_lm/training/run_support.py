@@ -8,12 +8,14 @@ nothing from the pretraining orchestrator.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -61,10 +63,25 @@ def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
     run_name = cfg.logger.get("run_name") or ",".join(
         o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)) or "defaults"
     tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
-    logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
-    if rank_zero_only.rank == 0:  # other DDP ranks hold a dummy experiment
-        run_id_file.write_text(logger.run_id)
+    # The logger opens the store (schema migrations on a new file); reading run_id creates the
+    # experiment and the run: two jobs starting together on a fresh store would race on each.
+    with tracking_store_lock(cfg.logger.tracking_uri):
+        logger = hydra.utils.instantiate(cfg.logger, run_name=run_name, run_id=run_id, tags=tags)
+        if rank_zero_only.rank == 0:  # other DDP ranks hold a dummy experiment
+            run_id_file.write_text(logger.run_id)
     return logger
+
+
+def tracking_store_lock(tracking_uri: str):
+    """A file lock beside a local SQLite store; servers and other stores serialise themselves.
+
+    MLflow migrates a new SQLite file and creates a missing experiment without a lock of its
+    own, so a parallel multirun on a fresh ``mlflow.db`` used to fail with "duplicate column".
+    """
+    prefix = "sqlite:///"
+    if not str(tracking_uri).startswith(prefix):
+        return contextlib.nullcontext()
+    return FileLock(f"{str(tracking_uri)[len(prefix):]}.lock")
 
 
 def build_trainer(
