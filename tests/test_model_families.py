@@ -182,3 +182,48 @@ def test_a_prelayernorm_model_trained_from_scratch_exports_cleanly(tmp_path):
     real = attention_mask.bool()
     theirs = hf_logits(export, transformers.RobertaPreLayerNormForMaskedLM, input_ids, attention_mask)
     assert (our_mlm_logits(ours, input_ids, attention_mask)[real] - theirs[real]).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "model_type, hf_class",
+    [("bert", transformers.BertForMaskedLM), ("roberta-prelayernorm", transformers.RobertaPreLayerNormForMaskedLM)],
+)
+def test_training_gradients_match_transformers(tmp_path, model_type, hf_class):
+    """Training, not only inference: our sparse MLM head, fused QKV and fused cross-entropy give
+    transformers' loss and every parameter's gradient (a wrong backward would train slowly, not fail)."""
+    from bert_lm.models.bert import IGNORE_INDEX, BertForPreTraining
+    from bert_lm.models.families import FAMILIES, to_theirs
+
+    roberta = model_type.startswith("roberta")
+    config = BertConfig(**SIZES, model_type=model_type, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                        pad_token_id=1 if roberta else 0, type_vocab_size=1 if roberta else 2,
+                        max_position_embeddings=14 if roberta else 12)
+    torch.manual_seed(0)
+    ours = BertForPreTraining(config)
+    with torch.no_grad():  # away from init's zero biases and unit LayerNorms, so every term is exercised
+        for parameter in ours.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    export_hf(ours, tmp_path / "export")
+    theirs = hf_class.from_pretrained(tmp_path / "export", attn_implementation="eager")
+    ours.train(), theirs.train()
+    input_ids, attention_mask = batch(config.pad_token_id)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    masked = (torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(1)) < 0.4) & attention_mask.bool()
+    labels[masked] = input_ids[masked]
+    input_ids = input_ids.masked_fill(masked, 4)
+    our_loss = ours(input_ids, None, attention_mask, mlm_labels=labels).mlm_loss
+    their_loss = theirs(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    our_loss.backward(), their_loss.backward()
+    torch.testing.assert_close(our_loss, their_loss, atol=TOLERANCE, rtol=0)
+    their_parameters = dict(theirs.named_parameters())
+    compared = 0
+    for name, parameter in ours.named_parameters():
+        their_name = to_theirs(FAMILIES[model_type], name)
+        if parameter.grad is None or their_name is None:
+            continue  # NSP head and pooler: no MLM gradient on either side
+        # The key bias shifts every score of a query equally, so softmax cancels it: its gradient
+        # is rounding noise on both sides, comparable only in absolute terms.
+        tolerance = dict(atol=1e-6, rtol=0) if name.endswith("key.bias") else dict(atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(parameter.grad, their_parameters[their_name].grad, **tolerance, msg=name)
+        compared += 1
+    assert compared >= 2 + 16 * config.num_hidden_layers  # embeddings, every layer, the head
