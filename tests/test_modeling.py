@@ -204,6 +204,7 @@ def test_tiny_model_overfits_one_batch():
         ({"hidden_dropout_prob": 1.0}, "hidden_dropout_prob"),
         ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
         ({"pad_token_id": 97}, "pad_token_id"),
+        ({"position_init": "rotary"}, "position_init"),
     ],
 )
 def test_config_validation_names_the_key(overrides, key):
@@ -218,10 +219,26 @@ def test_config_hf_dict_round_trip():
     assert BertConfig.from_hf_dict({**hf_dict, "some_hf_only_key": 1}) == config
     hf_config = transformers.BertConfig(**hf_dict)
     for field in dataclasses.fields(BertConfig):
-        if field.name != "embedding_size":  # ELECTRA only
+        if field.name not in ("embedding_size", "position_init"):  # ELECTRA only; init only, not HF's
             assert getattr(hf_config, field.name) == getattr(config, field.name), field.name
     with pytest.raises(ValueError, match="position_embedding_type"):
         BertConfig.from_hf_dict({**hf_dict, "position_embedding_type": "relative_key"})
+
+
+def test_sinusoidal_position_init_shifts_by_one_rotation():
+    """The point of the sinusoidal start: position p + k is the same linear map of position p for
+    every p, so one query/key map can attend k tokens back anywhere. Scaled like HF's init."""
+    config = BertConfig(**{**TINY, "position_init": "sinusoidal", "max_position_embeddings": 40})
+    table = BertModel(config).embeddings.position_embeddings.weight.detach().double()  # (P, E)
+    assert table.std().item() == pytest.approx(config.initializer_range, rel=1e-3)
+    # Least-squares map from rows 0..P-4 to rows 3..P-1, then checked on every row.
+    shift, *_ = torch.linalg.lstsq(table[:-3], table[3:])
+    torch.testing.assert_close(table[:-3] @ shift, table[3:], atol=1e-6, rtol=0)  # fp32 table
+    normal = BertModel(BertConfig(**{**TINY, "max_position_embeddings": 40})).embeddings.position_embeddings.weight
+    normal = normal.detach().double()
+    shift, *_ = torch.linalg.lstsq(normal[:-3], normal[3:])
+    assert (normal[:-3] @ shift - normal[3:]).abs().max() > 1e-3  # random rows: no such map
+    assert "position_init" not in config.to_hf_dict()  # changes nothing once trained: not HF's field
 
 
 def test_sequence_longer_than_positions_is_refused():
