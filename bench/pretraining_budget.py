@@ -16,14 +16,18 @@ the same 15 % masks for both models.
 Prints ``recipe_vs_default_mlm_acc: <ratio>`` last (recipe / default, evaluated on
 identical masks). Not part of the tests.
 
-    python bench/pretraining_budget.py --ablations    # ~4.5 minutes a run, 9 runs
+    python bench/pretraining_budget.py --ablations    # ~4.5 minutes a run, 11 runs
+    python bench/pretraining_budget.py --ablations --jobs 2 --minutes 6
 
 adds one-lever ablations: the recipe with one of its levers set back to the default (or
 moved further), each on the same corpus, tokenizer and time, all evaluated on identical masks.
+``--jobs N`` runs N at once, each limited to cpu_count / N threads (every run gets the same
+share of the machine, so equal minutes stay comparable); ``--minutes`` sets each run's budget.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -56,12 +60,12 @@ ABLATIONS = {
     "recipe, no whole-word masking": ["experiment=small_budget", "data.whole_word_mask=false"],
     "recipe, sequence 64": ["experiment=small_budget", "data.max_len=64"],
     "recipe, constant lr": ["experiment=small_budget", "train.scheduler=constant"],
+    "recipe, sinusoidal positions": ["experiment=small_budget", "model.position_init=sinusoidal"],
 }
 COMMON = [
     "data=petitions",
     f"data.root={PETITIONS}",
     "model=small",
-    f"train.budget_minutes={BUDGET_MINUTES}",
     f"trainer.val_check_interval={VAL_EVERY}",
     f"trainer.limit_val_batches={VAL_BATCHES}",
     "trainer.log_every_n_steps=10",
@@ -73,13 +77,18 @@ def slug(name: str) -> str:
     return re.sub(r"\W+", "-", name).strip("-")
 
 
-def pretrain(name: str, extra: list[str], out_dir: Path) -> Path:
-    command = [sys.executable, "run.py", *COMMON, *extra, f"hydra.run.dir={out_dir}",
-               f"logger.run_name=bench-pretraining-budget-{slug(name)}"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"pretraining ({name}) failed:\n{result.stderr[-3000:]}")
-    return Path(re.search(r"^run_dir: (.+)$", result.stdout, re.M).group(1))
+def start_pretraining(name: str, extra: list[str], out_dir: Path, minutes: float, threads: int) -> subprocess.Popen:
+    command = [sys.executable, "run.py", *COMMON, f"train.budget_minutes={minutes}", *extra,
+               f"hydra.run.dir={out_dir}", f"logger.run_name=bench-pretraining-budget-{slug(name)}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_pretraining(name: str, process: subprocess.Popen) -> Path:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"pretraining ({name}) failed:\n{stderr[-3000:]}")
+    return Path(re.search(r"^run_dir: (.+)$", stdout, re.M).group(1))
 
 
 def curve(run_dir: Path) -> list[tuple[float, float]]:
@@ -122,7 +131,7 @@ def prepared_valid_file() -> Path:
     return ensure_prepared_corpus(cfg.data, cfg.paths.cache_dir, show_progress=False) / "valid.txt"
 
 
-def plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+def plot(curves: dict[str, list[tuple[float, float]]], path: Path, minutes: float) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -133,29 +142,43 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
         axes.plot([m for m, _ in points], [a for _, a in points], marker="o", label=name)
     axes.set_xlabel("training minutes")
     axes.set_ylabel("held-out MLM accuracy (own masking)")
-    axes.set_title(f"model=small on the petitions, {BUDGET_MINUTES} min each")
+    axes.set_title(f"model=small on the petitions, {minutes} min each")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ablations", action="store_true", help="also run the one-lever ablations")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on cpu_count / jobs threads")
+    parser.add_argument("--minutes", type=float, default=BUDGET_MINUTES, help="training minutes of each run")
+    args = parser.parse_args()
     if not PETITIONS.exists():
         print(f"skipped: {PETITIONS} absent; this benchmark needs the petitions archive in ../shared/data")
         return
     started = time.monotonic()
     out_root = REPO_ROOT / "outputs" / "bench" / "pretraining_budget" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out_root.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; outputs in {out_root}", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; {args.jobs} run(s) at once on {threads} "
+          f"thread(s) each, {args.minutes} training minutes each; outputs in {out_root}", flush=True)
+    prepared_valid_file()  # the shared cache is built once, before runs race for it
     runs = dict(RUNS)
-    if "--ablations" in sys.argv[1:]:
+    if args.ablations:
         runs.update(ABLATIONS)
     run_dirs, curves = {}, {}
-    for name, extra in runs.items():
-        run_dirs[name] = pretrain(name, extra, out_root / slug(name))
-        curves[name] = curve(run_dirs[name])
-        print(f"{name}: {len(curves[name])} validations, last {curves[name][-1] if curves[name] else None}", flush=True)
-    plot(curves, out_root / "mlm_acc_vs_minutes.png")
+    names = list(runs)
+    for first in range(0, len(names), args.jobs):
+        batch = names[first : first + args.jobs]
+        processes = {name: start_pretraining(name, runs[name], out_root / slug(name), args.minutes, threads)
+                     for name in batch}
+        for name, process in processes.items():
+            run_dirs[name] = finish_pretraining(name, process)
+            curves[name] = curve(run_dirs[name])
+            print(f"{name}: {len(curves[name])} validations, last {curves[name][-1] if curves[name] else None}",
+                  flush=True)
+    plot(curves, out_root / "mlm_acc_vs_minutes.png", args.minutes)
     print("\n| run | training minutes | held-out MLM accuracy (own masking) |")
     print("|---|---:|---:|")
     for name, points in curves.items():
@@ -163,8 +186,11 @@ def main() -> None:
             print(f"| {name} | {minutes:.2f} | {accuracy:.4f} |")
     valid_file = prepared_valid_file()
     final = {name: evaluate(run_dir, valid_file) for name, run_dir in run_dirs.items()}
+    print("\n| run | MLM accuracy, identical 15 % masks |")
+    print("|---|---:|")
     for name, accuracy in final.items():
-        print(f"{name}: MLM accuracy {accuracy:.4f} on {valid_file} (15 % masks, seed 0)")
+        print(f"| {name} | {accuracy:.4f} |")
+    print(f"valid split: {valid_file} (15 % masks, seed 0)")
     print(f"plot: {out_root / 'mlm_acc_vs_minutes.png'}; total wall time {time.monotonic() - started:.0f} s")
     print(f"recipe_vs_default_mlm_acc: {final['recipe'] / max(final['default'], 1e-9):.2f}")
 
