@@ -136,3 +136,14 @@ def test_run_py_command_line_prints_run_dir_and_export_last(tmp_path):
     last_lines = result.stdout.strip().splitlines()[-2:]
     assert last_lines[0] == f"run_dir: {tmp_path / 'run'}"
     assert last_lines[1] == f"hf_export: {tmp_path / 'run' / 'hf_export'}"
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("tokenizer", ["mecab_wordpiece", "wordpiece"])
+def test_every_experiment_file_composes_and_passes_the_checks(experiment, tokenizer):
+    """An override file is only useful if it composes over the defaults and its model takes its data."""
+    cfg = compose_config([f"experiment={experiment}", f"tokenizer={tokenizer}", "data=petitions"])
+    check_config(cfg)  # e.g. data.max_len within the positions the RoBERTa offset leaves
+    if experiment == "small_budget":
+        assert cfg.model.model_type == "roberta-prelayernorm" and not cfg.train.train_nsp
+        assert cfg.train.budget_minutes == 60 and cfg.model.hidden_size == 256
