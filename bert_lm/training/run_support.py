@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -37,9 +38,10 @@ def check_writable(directory: str | Path, key: str) -> None:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A name of its own: jobs sharing a cache check it at the same moment, and one job's
+        # unlink of a shared probe file made the other's fail.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test."):
+            pass
     except OSError as err:
         raise ConfigError(f"{key}={directory} is not writable ({err.strerror}): choose another directory") from None
 
