@@ -163,7 +163,7 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; {args.jobs} run(s) at once on {threads} "
           f"thread(s) each, {args.minutes} training minutes each; outputs in {out_root}", flush=True)
-    prepared_valid_file()  # the shared cache is built once, before runs race for it
+    valid_file = prepared_valid_file()  # built once here, before parallel runs race for it
     runs = dict(RUNS)
     if args.ablations:
         runs.update(ABLATIONS)
@@ -184,7 +184,6 @@ def main() -> None:
     for name, points in curves.items():
         for minutes, accuracy in points:
             print(f"| {name} | {minutes:.2f} | {accuracy:.4f} |")
-    valid_file = prepared_valid_file()
     final = {name: evaluate(run_dir, valid_file) for name, run_dir in run_dirs.items()}
     print("\n| run | MLM accuracy, identical 15 % masks |")
     print("|---|---:|")
