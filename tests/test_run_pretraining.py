@@ -100,6 +100,9 @@ def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
         (["model.hidden_size=100", "model.num_attention_heads=3"], "hidden_size"),
         (["data.max_len=256"], "data.max_len=256 is above the 128 positions"),
         (["data=comments"], "data.root is not set: data=comments needs the corpus path"),
+        # The pre-LN recipe cannot become transformers' (post-LN) ELECTRA: refused, not silently dropped.
+        (["experiment=small_budget", "train.objective=electra"],
+         "model.model_type=roberta-prelayernorm cannot be exported as transformers' ELECTRA"),
     ],
 )
 def test_bad_settings_fail_before_data_work(overrides, message):
@@ -147,3 +150,6 @@ def test_every_experiment_file_composes_and_passes_the_checks(experiment, tokeni
     if experiment == "small_budget":
         assert cfg.model.model_type == "roberta-prelayernorm" and not cfg.train.train_nsp
         assert cfg.train.budget_minutes == 60 and cfg.model.hidden_size == 256
+    if experiment == "small_budget_electra":
+        assert cfg.train.objective == "electra" and cfg.model.model_type == "electra"
+        assert cfg.callbacks.model_checkpoint.monitor == "val/disc_loss"

@@ -74,6 +74,14 @@ def check_config(cfg: DictConfig) -> None:
         model_fields = OmegaConf.to_container(cfg.model, resolve=True)
         model_fields.pop("generator_size", None)  # ELECTRA's generator, not the encoder's shape
         if cfg.train.objective == "electra":
+            if model_fields["model_type"] not in ("bert", "electra"):
+                # transformers' ELECTRA is a post-LN BERT encoder: a RoBERTa offset or pre-LN
+                # blocks could not be exported as ElectraForPreTraining, so say so, not drop them.
+                raise ConfigError(
+                    f"train.objective=electra: model.model_type={model_fields['model_type']} cannot be exported "
+                    "as transformers' ELECTRA (post-LN BERT blocks); set model.model_type=electra, or use "
+                    "experiment=small_budget_electra for the small-budget recipe"
+                )
             model_fields["model_type"] = "electra"
         try:
             # vocab_size comes from the tokenizer later; any valid value checks the rest now.
