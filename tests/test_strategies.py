@@ -4,6 +4,7 @@ import pytest
 import torch
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
+from bert_lm.training.electra_module import ElectraPretrainingModule
 from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.strategies import StrategyUnavailableError, build_strategy, check_strategy_runnable
 from tests.test_run_pretraining import compose_config
@@ -65,6 +66,37 @@ def test_offload_uses_deepspeeds_cpu_adam(monkeypatch):
     assert isinstance(optimizer, RecordingCPUAdam)
     assert built["adamw_mode"] is True and built["lr"] == 3e-4
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_electra_under_zero_offload_steps_both_halves_with_cpu_adam(monkeypatch):
+    """train.objective=electra with strategy=deepspeed_stage_2_offload: one CPU Adam over generator and
+    discriminator, the shared embeddings once (a parameter twice in one optimizer is an error in DeepSpeed)."""
+    import deepspeed.ops.adam
+
+    class RecordingCPUAdam(torch.optim.AdamW):
+        def __init__(self, params, adamw_mode, **kwargs):
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(deepspeed.ops.adam, "DeepSpeedCPUAdam", RecordingCPUAdam)
+    cfg = compose_config(["experiment=small_budget_electra", "model=tiny", "strategy=deepspeed_stage_2_offload"])
+    module = ElectraPretrainingModule(
+        model_config=dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, model_type="electra"),
+        special_ids=[0, 1, 2, 3, 4], generator_size=0.5, optimizer=cfg.strategy.optimizer, warmup_steps=1,
+    )
+
+    class _Trainer:
+        estimated_stepping_batches = 10
+
+    module._trainer = _Trainer()
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, RecordingCPUAdam)
+    stepped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert len(stepped) == len(set(stepped)) == len(list(module.model.parameters()))
+    generator_params = {id(p) for p in module.model.generator.parameters()}
+    discriminator_params = {id(p) for p in module.model.discriminator.parameters()}
+    assert generator_params - discriminator_params and discriminator_params - generator_params
+    assert generator_params | discriminator_params <= set(stepped)
 
 
 def test_torch_adamw_by_default():
