@@ -74,6 +74,7 @@ class FinetuneSchema:
     warmup_steps: int | None = None
     warmup_ratio: float = 0.1
     pooler: str = "auto"  # classification: read the pooler? auto: when NSP trained it
+    pooling: str = "cls"  # classification: cls | mean (the mean of the token vectors)
 
 
 @dataclass

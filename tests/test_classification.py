@@ -22,9 +22,17 @@ from finetune.classification.data import (
     label_order,
     read_labelled,
 )
-from finetune.classification.export import load_classification_export
+from bert_lm.models.bert import BertConfig
+from bert_lm.training.run_support import ConfigError
+from finetune.classification.export import load_classification_export, save_classification_export
 from finetune.classification.metrics import classification_scores
-from finetune.classification.run import class_weights_for, finetune_classification, hold_out
+from finetune.classification.module import BertSequenceClassifier
+from finetune.classification.run import (
+    check_classification_config,
+    class_weights_for,
+    finetune_classification,
+    hold_out,
+)
 from tests.conftest import REPO_ROOT
 from tests.test_finetune_e2e import compose_config, tiny_overrides
 
@@ -131,6 +139,57 @@ def test_scores_match_sklearn_torchmetrics_and_a_brute_force_count():
     assert tm(torch.tensor(pred), torch.tensor(gold)).item() == pytest.approx(scores["macro_f1"], abs=1e-6)
 
 
+# --------------------------------------------------------------------- pooling
+def tiny_classifier(pooling: str) -> BertSequenceClassifier:
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    torch.manual_seed(0)
+    return BertSequenceClassifier(config, ["a", "b", "c"], pooling=pooling).eval()
+
+
+def test_mean_pooling_averages_the_text_tokens_and_ignores_padding():
+    model = tiny_classifier("mean")
+    ids = torch.tensor([[2, 7, 8, 9, 3], [2, 5, 3, 0, 0]])
+    mask = (ids != 0).long()
+    logits = model(ids, mask)
+    tokens, _ = model.encoder(ids, None, mask)
+    brute_force = torch.stack([tokens[row, : int(mask[row].sum())].mean(0) for row in range(2)])
+    assert torch.allclose(logits, model.classifier(brute_force), atol=1e-6)
+    # The short row alone, without padding, gets the same logits.
+    assert torch.allclose(model(ids[1:, :3], mask[1:, :3]), logits[1:], atol=1e-5)
+    # Same weights reading [CLS] instead: a different sentence vector.
+    cls_model = tiny_classifier("cls")
+    cls_model.load_state_dict(model.state_dict())
+    assert not torch.allclose(cls_model(ids, mask), logits, atol=1e-3)
+
+
+def test_the_export_keeps_the_pooling(tmp_path, mecab_tokenizer):
+    model = tiny_classifier("mean")
+    tokenizer_dir = mecab_tokenizer.save(tmp_path / "tokenizer")
+    config = vars(model.config) | {"vocab_size": mecab_tokenizer.vocab_size}
+    model = BertSequenceClassifier(BertConfig(**config), ["a", "b", "c"], pooling="mean").eval()
+    save_classification_export(model, tokenizer_dir, tmp_path / "run" / "classification_export", max_len=16)
+    predictor = load_classification_export(tmp_path / "run")
+    assert predictor.classifier.pooling == "mean"
+    row = LabelledText("정말 재미있었어요", None, None, "")
+    ids = torch.tensor([encode_pairs(predictor.tokenizer, [row], 16, False)[0]["input_ids"]])
+    expected = model(ids, torch.ones_like(ids)).softmax(-1)[0]
+    assert predictor.probabilities(["정말 재미있었어요"])[0] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["finetune.pooling=max"], "finetune.pooling='max': use one of"),
+        (["finetune.pooling=mean", "finetune.pooler=true"], "finetune.pooler=true reads the \\[CLS\\] vector"),
+    ],
+)
+def test_bad_pooling_settings_fail_before_any_work(overrides, message):
+    cfg = compose_config(["task=hate_speech", *overrides, "paths.output_dir=/tmp/unused"])
+    with pytest.raises(ConfigError, match=message):
+        check_classification_config(cfg)
+
+
 # --------------------------------------------------------------------- whole job
 def run_task(tmp_path, task, *extra):
     overrides = tiny_overrides(tmp_path, f"task={task}", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'run'}", *extra)
@@ -154,7 +213,9 @@ def test_hate_speech_job_writes_report_picture_predictions_and_export(tmp_path):
 
 @pytest.mark.slow
 def test_test_file_is_scored_once_with_the_selected_model(tmp_path):
-    run_dir, scores = run_task(tmp_path, "nsmc")  # the NSMC task scores its test file
+    # The NSMC task scores its test file; mean pooling must survive into the export too.
+    run_dir, scores = run_task(tmp_path, "nsmc", "finetune.pooling=mean")
+    assert load_classification_export(run_dir).classifier.pooling == "mean"
     test_report = json.loads((run_dir / "test_report.json").read_text())
     assert test_report["macro_f1"] == pytest.approx(scores["test_macro_f1"])
     # Recomputed from the export: the figure comes from the selected, exported model.

@@ -1,7 +1,7 @@
 """A finetuned classifier on disk, and the predictor that reads it back.
 
 ``classification_export/`` holds ``classifier.pt`` (label order, encoder config,
-whether the pooler is read, max_len, weights: plain containers, read with
+whether the pooler is read, the pooling, max_len, weights: plain containers, read with
 ``torch.load(weights_only=True)``) and the tokenizer files, so that
 ``python -m finetune.predict <run dir> "문장"`` and the test-file scoring of
 ``run_finetune.py`` use the very model that was selected.
@@ -38,6 +38,7 @@ def save_classification_export(
         "encoder_config": vars(classifier.config).copy(),
         "labels": list(classifier.labels),
         "use_pooler": bool(classifier.use_pooler),
+        "pooling": classifier.pooling,
         "max_len": int(max_len),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()},
     }
@@ -95,7 +96,13 @@ def load_classification_export(path: str | os.PathLike) -> ClassificationPredict
     missing = [key for key in _EXPORT_KEYS if key not in export]
     if missing:
         raise ValueError(f"{model_file}: lacks {', '.join(missing)}; {rewrite}")
-    classifier = BertSequenceClassifier(BertConfig(**export["encoder_config"]), export["labels"], export["use_pooler"])
+    # Exports written before finetune.pooling existed read the [CLS] vector.
+    classifier = BertSequenceClassifier(
+        BertConfig(**export["encoder_config"]),
+        export["labels"],
+        export["use_pooler"],
+        pooling=export.get("pooling", "cls"),
+    )
     try:
         classifier.load_state_dict(export["state_dict"])
     except RuntimeError as err:

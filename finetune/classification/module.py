@@ -1,8 +1,11 @@
 """Sentence (pair) classification: the model (plain PyTorch) and its training system.
 
-:class:`BertSequenceClassifier` -- encoder -> first-token representation ([CLS]),
-through the pooler when the encoder was pretrained with NSP (the pooler is what
-that objective trained; elsewhere it is untrained) -> dropout -> linear.
+:class:`BertSequenceClassifier` -- encoder -> a sentence vector -> dropout -> linear.
+The sentence vector is the first token ([CLS]), through the pooler when the encoder
+was pretrained with NSP (the pooler is what that objective trained; elsewhere it is
+untrained), or the mean of the text's token vectors (``pooling="mean"``, as
+sentence-transformers do): an MLM-only encoder never trained its [CLS] vector to
+summarise the text, while every token vector was trained.
 
 :class:`ClassificationModule` -- AdamW with separate encoder and head learning
 rates and the same warmup/decay schedule as NER; optional class weights in the
@@ -27,6 +30,10 @@ from torch import nn
 from bert_lm.models.bert import BertConfig, BertModel, init_bert_weights
 from finetune.optimization import encoder_head_optimizer
 
+# cls: the first token's vector (through the pooler where NSP trained it); mean: the
+# average of the text's token vectors.
+POOLING_CHOICES = ("cls", "mean")
+
 
 class BertSequenceClassifier(nn.Module):
     def __init__(
@@ -35,10 +42,16 @@ class BertSequenceClassifier(nn.Module):
         labels: Sequence[str],
         use_pooler: bool = False,
         classifier_dropout: float | None = None,
+        pooling: str = "cls",
     ):
         super().__init__()
+        if pooling not in POOLING_CHOICES:
+            raise ValueError(f"pooling={pooling!r}: use one of {POOLING_CHOICES}")
+        if use_pooler and pooling != "cls":
+            raise ValueError("the pooler reads the [CLS] vector: use_pooler=True needs pooling='cls'")
         self.labels = list(labels)
         self.use_pooler = use_pooler
+        self.pooling = pooling
         # Without the pooler it is left out: parameters without gradients upset DDP.
         self.encoder = BertModel(encoder_config, add_pooling_layer=use_pooler)
         dropout = encoder_config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
@@ -62,8 +75,17 @@ class BertSequenceClassifier(nn.Module):
     ) -> torch.Tensor:
         """Class logits (B, num_labels) for (B, T) inputs."""
         sequence_output, pooled = self.encoder(input_ids, token_type_ids, attention_mask)
-        features = pooled if self.use_pooler else sequence_output[:, 0]  # (B, H)
+        if self.pooling == "mean":
+            features = masked_mean(sequence_output, attention_mask)
+        else:
+            features = pooled if self.use_pooler else sequence_output[:, 0]  # (B, H)
         return self.classifier(self.dropout(features))
+
+
+def masked_mean(sequence_output: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the (B, T, H) token vectors over the positions the (B, T) mask keeps ([CLS], [SEP] included)."""
+    mask = attention_mask.unsqueeze(-1).to(sequence_output.dtype)
+    return (sequence_output * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,7 @@ class ClassificationModule(pl.LightningModule):
         use_pooler: bool = False,
         class_weights: list[float] | None = None,
         classifier_dropout: float | None = None,
+        pooling: str = "cls",
         encoder_lr: float = 5e-5,
         head_lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -95,7 +118,9 @@ class ClassificationModule(pl.LightningModule):
         super().__init__()
         # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters()
-        self.classifier = BertSequenceClassifier(BertConfig(**encoder_config), labels, use_pooler, classifier_dropout)
+        self.classifier = BertSequenceClassifier(
+            BertConfig(**encoder_config), labels, use_pooler, classifier_dropout, pooling
+        )
         if class_weights is not None and len(class_weights) != len(labels):
             raise ValueError(f"task.class_weights has {len(class_weights)} values for {len(labels)} labels {labels}")
         self.register_buffer(

@@ -52,7 +52,7 @@ from finetune.classification.metrics import (
     format_classification_report,
     plot_confusion_matrix,
 )
-from finetune.classification.module import ClassificationEvaluation, ClassificationModule
+from finetune.classification.module import POOLING_CHOICES, ClassificationEvaluation, ClassificationModule
 from finetune.job_setup import build_encoder, resolve_init
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,13 @@ def check_classification_config(cfg: DictConfig) -> None:
         raise ConfigError(f"task.max_len={cfg.task.max_len}: must be at least 8")
     if str(cfg.finetune.pooler).lower() not in POOLER_CHOICES:
         raise ConfigError(f"finetune.pooler={cfg.finetune.pooler!r}: use one of {POOLER_CHOICES}")
+    if cfg.finetune.pooling not in POOLING_CHOICES:
+        raise ConfigError(f"finetune.pooling={cfg.finetune.pooling!r}: use one of {POOLING_CHOICES}")
+    if cfg.finetune.pooling != "cls" and str(cfg.finetune.pooler).lower() == "true":
+        raise ConfigError(
+            f"finetune.pooler=true reads the [CLS] vector, finetune.pooling={cfg.finetune.pooling} does not: "
+            "drop finetune.pooler=true or use finetune.pooling=cls"
+        )
     weights = cfg.task.class_weights
     if weights is not None and weights != "balanced" and not OmegaConf.is_list(weights):
         raise ConfigError(f"task.class_weights={weights!r}: use null, balanced, or one weight per label")
@@ -217,7 +224,9 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
             f"(max_position_embeddings={config.max_position_embeddings}): lower task.max_len"
         )
     pooler_setting = str(cfg.finetune.pooler).lower()
-    if pooler_setting == "auto":
+    if cfg.finetune.pooling != "cls":
+        use_pooler = False  # the pooler reads [CLS] only
+    elif pooler_setting == "auto":
         use_pooler = bool(cfg.pretrained) and init == "pretrained" and pooler_was_trained(cfg.pretrained, cfg.tokenizer.dir)
     else:
         use_pooler = pooler_setting == "true"

@@ -129,7 +129,8 @@ def build_datamodule(cfg: DictConfig, files: dict[str, Path], tokenizer_dir: Pat
 def build_module(cfg: DictConfig, encoder: EncoderChoice) -> NerModule:
     settings = OmegaConf.to_container(cfg.finetune, resolve=True)
     settings.pop("init")
-    settings.pop("pooler", None)  # classification only
+    for classification_only in ("pooler", "pooling"):
+        settings.pop(classification_only, None)
     module = NerModule(encoder_config=encoder.config, labels=list(cfg.task.labels), **settings)
     if encoder.weights is not None:
         module.tagger.load_encoder_weights(encoder.weights)
