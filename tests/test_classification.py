@@ -14,6 +14,8 @@ import torch
 import torchmetrics
 from sklearn.metrics import f1_score
 
+from bert_lm.models.bert import BertConfig
+from bert_lm.training.run_support import ConfigError
 from finetune.classification.data import (
     ClassificationFormatError,
     LabelledText,
@@ -22,8 +24,6 @@ from finetune.classification.data import (
     label_order,
     read_labelled,
 )
-from bert_lm.models.bert import BertConfig
-from bert_lm.training.run_support import ConfigError
 from finetune.classification.export import load_classification_export, save_classification_export
 from finetune.classification.metrics import classification_scores
 from finetune.classification.module import BertSequenceClassifier

@@ -1,11 +1,14 @@
 """Each strategy config builds the right Lightning strategy and ZeRO settings."""
 
+import logging
+
 import pytest
 import torch
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
 from bert_lm.training.electra_module import ElectraPretrainingModule
 from bert_lm.training.pretraining_module import PretrainingModule
+from bert_lm.training.run_support import build_trainer
 from bert_lm.training.strategies import StrategyUnavailableError, build_strategy, check_strategy_runnable
 from tests.test_run_pretraining import compose_config
 
@@ -108,3 +111,16 @@ def test_torch_adamw_by_default():
 
     module._trainer = _Trainer()
     assert type(module.configure_optimizers()["optimizer"]) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize(
+    "amx, precision, warned",
+    [(False, "bf16-mixed", True), (True, "bf16-mixed", False), (False, "32", False)],
+)
+def test_bf16_on_a_cpu_without_amx_warns_that_it_is_emulated(monkeypatch, caplog, tmp_path, amx, precision, warned):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cfg = compose_config([f"impl.precision={precision}", f"paths.output_dir={tmp_path}"])
+    with caplog.at_level(logging.WARNING, logger="bert_lm.training.run_support"):
+        trainer = build_trainer(cfg, False, tmp_path)
+    assert str(trainer.precision).startswith(precision)
+    assert ("emulated" in caplog.text) is warned

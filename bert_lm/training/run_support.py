@@ -9,6 +9,7 @@ nothing from the pretraining orchestrator.
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from bert_lm.config.hydra_setup import PROJECT_ROOT
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 HF_EXPORT_DIR = "hf_export"
@@ -95,8 +98,29 @@ def build_trainer(
             continue  # Lightning refuses a progress-bar callback when the bar is off
         overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
         callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
-    return hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                   strategy=build_strategy(cfg.strategy), **trainer_overrides)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                                      strategy=build_strategy(cfg.strategy), **trainer_overrides)
+    warn_if_bf16_is_emulated(trainer)
+    return trainer
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """AMX tiles: what makes bf16 matrix products fast on a CPU (torch has only a private probe)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else True  # unknown: do not warn
+
+
+def warn_if_bf16_is_emulated(trainer: pl.Trainer) -> None:
+    """bf16 autocast on a CPU without AMX runs emulated: measured 2.9x slower than fp32 on
+    ``model=small`` here (0.50 against 1.44 steps/s), so say so rather than let a time budget
+    buy a third of the steps."""
+    on_cpu = isinstance(trainer.accelerator, pl.accelerators.CPUAccelerator)
+    if on_cpu and str(trainer.precision).startswith("bf16") and not cpu_has_bf16_matrix_units():
+        log.warning(
+            "impl.precision=%s on a CPU without AMX: bf16 matrix products are emulated there, about 3x slower "
+            "than impl.precision=32 (use bf16 on CPUs with AMX, or on GPUs)",
+            trainer.precision,
+        )
 
 
 def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
