@@ -175,6 +175,12 @@ def test_the_export_keeps_the_pooling(tmp_path, mecab_tokenizer):
     ids = torch.tensor([encode_pairs(predictor.tokenizer, [row], 16, False)[0]["input_ids"]])
     expected = model(ids, torch.ones_like(ids)).softmax(-1)[0]
     assert predictor.probabilities(["정말 재미있었어요"])[0] == pytest.approx(expected.tolist(), abs=1e-5)
+    # A damaged pooling entry is named with the file, not met later as a shape error.
+    model_file = tmp_path / "run" / "classification_export" / "classifier.pt"
+    export = torch.load(model_file, weights_only=True)
+    torch.save({**export, "pooling": "max"}, model_file)
+    with pytest.raises(ValueError, match=r"classifier.pt: pooling='max': use one of"):
+        load_classification_export(tmp_path / "run")
 
 
 @pytest.mark.parametrize(

@@ -96,13 +96,16 @@ def load_classification_export(path: str | os.PathLike) -> ClassificationPredict
     missing = [key for key in _EXPORT_KEYS if key not in export]
     if missing:
         raise ValueError(f"{model_file}: lacks {', '.join(missing)}; {rewrite}")
-    # Exports written before finetune.pooling existed read the [CLS] vector.
-    classifier = BertSequenceClassifier(
-        BertConfig(**export["encoder_config"]),
-        export["labels"],
-        export["use_pooler"],
-        pooling=export.get("pooling", "cls"),
-    )
+    try:
+        # Exports written before finetune.pooling existed read the [CLS] vector.
+        classifier = BertSequenceClassifier(
+            BertConfig(**export["encoder_config"]),
+            export["labels"],
+            export["use_pooler"],
+            pooling=export.get("pooling", "cls"),
+        )
+    except ValueError as err:
+        raise ValueError(f"{model_file}: {err}; {rewrite}") from None
     try:
         classifier.load_state_dict(export["state_dict"])
     except RuntimeError as err:
