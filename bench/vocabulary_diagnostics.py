@@ -83,6 +83,12 @@ def _piece_counts(tokenizer: KoreanTokenizer, lines: list[str]) -> collections.C
     return collections.Counter(i for ids in tokenizer.encode_ids_batch(lines) for i in ids)
 
 
+def _rare_pieces(tokenizer: KoreanTokenizer, counts: collections.Counter[int], below: int) -> list[int]:
+    """Ids of ordinary pieces seen fewer than ``below`` times (special tokens never count as pieces)."""
+    special = set(tokenizer.special_ids)
+    return [i for i in range(tokenizer.vocab_size) if i not in special and counts[i] < below]
+
+
 def _mean_cosine(rows: np.ndarray) -> float:
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     similarity = unit @ unit.T
@@ -96,8 +102,7 @@ def collapse(hf_dir: Path, corpus: str, probe_text: str) -> None:
     tokenizer = KoreanTokenizer.load(hf_dir, num_workers=1)
     counts = _piece_counts(tokenizer, _text_lines(corpus)[::10])
     probe = _piece_counts(tokenizer, _text_lines(probe_text)[:3000])
-    first_piece = 5  # the special tokens come first
-    rare = [i for i in range(first_piece, len(table)) if counts[i] <= 1]
+    rare = _rare_pieces(tokenizer, counts, below=2)
     middling = [i for i, _ in counts.most_common(2000)[200:]]
     rng = np.random.default_rng(0)
     rare_sample = rng.choice(rare, min(300, len(rare)), replace=False)
@@ -116,7 +121,7 @@ def redraw(hf_dir: Path, corpus: str, out_dir: Path, below: int) -> None:
     tokenizer = KoreanTokenizer.load(hf_dir, num_workers=1)
     counts = _piece_counts(tokenizer, _text_lines(corpus))
     table = weights[key].copy()
-    rare = np.array([i for i in range(5, len(table)) if counts[i] < below])
+    rare = np.array(_rare_pieces(tokenizer, counts, below))
     table[rare] = np.random.default_rng(0).normal(0.0, 0.02, size=(len(rare), table.shape[1])).astype(table.dtype)
     weights[key] = table
     shutil.copytree(hf_dir, out_dir, dirs_exist_ok=True)
