@@ -89,6 +89,7 @@ class ModelSchema:
     model_type: str = "bert"  # bert | roberta | electra (init_from= brings its checkpoint's own)
     embedding_size: int | None = None  # ELECTRA-style factorised embeddings; None = hidden_size
     position_init: str = "normal"  # normal | sinusoidal: how a fresh model's position table starts
+    tie_word_embeddings: bool = True  # false: the MLM output projection is a matrix of its own
     generator_size: float = 0.25  # electra: the generator's share of the discriminator's width
 
 

@@ -88,6 +88,12 @@ class BertConfig:
     # sines and cosines, scaled to the same std, so that one query/key map can attend "k
     # tokens back" at every position at once instead of learning each position separately.
     position_init: str = "normal"
+    # BERT ties the MLM output projection to the input embeddings. Untied (HF's own
+    # ``tie_word_embeddings=False``), the input rows of pieces rare in the corpus are left
+    # as drawn instead of being pushed, with every other non-target row, the same way by
+    # each softmax step (Gao et al. 2019, "representation degeneration"; Chung et al. 2021
+    # decouple them too). Costs vocab_size x embedding_dim more parameters to train.
+    tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -125,6 +131,8 @@ class BertConfig:
                 fail(key, "must be > 0")
         if not 0 <= self.pad_token_id < self.vocab_size:
             fail("pad_token_id", f"must be in [0, vocab_size={self.vocab_size})")
+        if not isinstance(self.tie_word_embeddings, bool):
+            fail("tie_word_embeddings", "must be true or false")
 
     @property
     def head_size(self) -> int:
@@ -161,7 +169,7 @@ class BertConfig:
         if self.model_type.startswith("roberta"):
             hf.update(bos_token_id=0, eos_token_id=2)
         hf.update(
-            architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute", tie_word_embeddings=True
+            architectures=[MODEL_TYPES[self.model_type]], position_embedding_type="absolute"
         )
         return hf
 
@@ -180,8 +188,6 @@ class BertConfig:
             )
         if hf_dict.get("is_decoder", False):
             raise ValueError("is_decoder=True: only bidirectional (encoder) BERT is supported")
-        if hf_dict.get("tie_word_embeddings", True) is False:
-            raise ValueError("tie_word_embeddings=False: untied output embeddings are not supported")
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in hf_dict.items() if k in names}
         if model_type != "electra" or values.get("embedding_size") == values.get("hidden_size", 768):
@@ -437,11 +443,13 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        # Output projection tied to the input embeddings (as in BERT), plus an output-only bias that
-        # HF stores both as `cls.predictions.bias` and `cls.predictions.decoder.bias`: one Parameter.
+        # Output projection tied to the input embeddings (as in BERT) unless the config unties it,
+        # plus an output-only bias that HF stores both as `cls.predictions.bias` and
+        # `cls.predictions.decoder.bias`: one Parameter.
         self.decoder = nn.Linear(config.embedding_dim, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder.weight = word_embeddings.weight
+        if config.tie_word_embeddings:
+            self.decoder.weight = word_embeddings.weight
         self.decoder.bias = self.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -533,8 +541,9 @@ class BertForPreTraining(nn.Module):
         self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings)
         init = functools.partial(init_bert_weights, initializer_range=config.initializer_range)
         for module in self.cls.modules():
-            # The decoder's weight *is* the embedding matrix, already initialised (with its pad row zeroed).
-            if module is not self.cls.predictions.decoder:
+            # A tied decoder's weight *is* the embedding matrix, already initialised (with its pad row
+            # zeroed); an untied one starts like HF's: N(0, initializer_range), bias zero.
+            if module is not self.cls.predictions.decoder or not config.tie_word_embeddings:
                 init(module)
 
     def forward(

@@ -100,7 +100,8 @@ class ElectraForPretraining(nn.Module):
         self.generator.bert.pooler = None
         del self.generator.cls.seq_relationship
         self.generator.bert.embeddings = self.discriminator.embeddings
-        self.generator.cls.predictions.decoder.weight = self.discriminator.embeddings.word_embeddings.weight
+        if self.generator_config.tie_word_embeddings:
+            self.generator.cls.predictions.decoder.weight = self.discriminator.embeddings.word_embeddings.weight
 
     def generator_logits(self, input_ids, token_type_ids, attention_mask, positions: torch.Tensor) -> torch.Tensor:
         """(N, V) MLM logits at the masked ``positions`` (a (B, T) bool mask)."""

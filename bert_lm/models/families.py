@@ -77,14 +77,35 @@ FAMILIES = {
 }
 
 # Our own tied copies (BertLMPredictionHead shares one Parameter for each).
+OUR_DECODER_WEIGHT = "cls.predictions.decoder.weight"
 OUR_TIED_KEYS = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    OUR_DECODER_WEIGHT: "bert.embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
 }
 
 
-def to_ours(family: Family, key: str) -> str | None:
+def decoder_weight_key(family: Family) -> str:
+    """The family's HF key of the MLM output projection (a tied copy of the embeddings unless untied)."""
+    return next(key for key, original in family.tied_keys.items() if original.endswith("word_embeddings.weight"))
+
+
+def tied_keys(family: Family, tie_word_embeddings: bool = True) -> dict[str, str]:
+    """The family's tied copies; with untied embeddings the output projection is a weight of its own."""
+    if tie_word_embeddings:
+        return family.tied_keys
+    return {k: v for k, v in family.tied_keys.items() if k != decoder_weight_key(family)}
+
+
+def our_tied_keys(tie_word_embeddings: bool = True) -> dict[str, str]:
+    if tie_word_embeddings:
+        return OUR_TIED_KEYS
+    return {k: v for k, v in OUR_TIED_KEYS.items() if k != OUR_DECODER_WEIGHT}
+
+
+def to_ours(family: Family, key: str, tie_word_embeddings: bool = True) -> str | None:
     """Our key for an HF key of ``family``; None for keys we do not load."""
+    if not tie_word_embeddings and key == decoder_weight_key(family):
+        return OUR_DECODER_WEIGHT
     if key.startswith(family.ignored_keys) or key in family.tied_keys:
         return None
     for theirs, ours in family.head_keys.items():
@@ -95,8 +116,10 @@ def to_ours(family: Family, key: str) -> str | None:
     return key  # left as it is: the caller reports it as unexpected
 
 
-def to_theirs(family: Family, key: str) -> str | None:
+def to_theirs(family: Family, key: str, tie_word_embeddings: bool = True) -> str | None:
     """The HF key of ``family`` for one of our keys; None for keys the export leaves out."""
+    if not tie_word_embeddings and key == OUR_DECODER_WEIGHT:
+        return decoder_weight_key(family)
     if key in OUR_TIED_KEYS or key.startswith(family.export_drops):
         return None
     for theirs, ours in family.head_keys.items():

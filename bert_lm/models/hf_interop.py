@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bert_lm.models.bert import BertConfig, BertForPreTraining
-from bert_lm.models.families import FAMILIES, OUR_TIED_KEYS, Family, to_ours, to_theirs
+from bert_lm.models.families import FAMILIES, Family, our_tied_keys, tied_keys, to_ours, to_theirs
 from bert_lm.tokenizer.hf_remote_code import write_remote_tokenizer
 from bert_lm.tokenizer.korean_tokenizer import SETTINGS_FILE
 
@@ -64,9 +64,14 @@ def export_hf(
     # them on load from `tie_word_embeddings`. contiguous(): safetensors needs dense storage.
     state = {}
     for key, tensor in model.state_dict().items():
-        theirs = to_theirs(family, key)
+        theirs = to_theirs(family, key, model.config.tie_word_embeddings)
         if theirs is not None:
             state[theirs] = tensor.detach().cpu().contiguous()
+    if not model.config.tie_word_embeddings:
+        # Untied, transformers ties nothing in the head and expects the decoder's bias under its own
+        # key as well (a copy of ours: safetensors refuses two names for one storage).
+        for tied, original in tied_keys(family, False).items():
+            state[tied] = state[original].clone()
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     hf_config = model.config.to_hf_dict()
     hf_config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
@@ -192,16 +197,23 @@ def copy_hf_state_dict(model: BertForPreTraining, state: dict[str, torch.Tensor]
     when a tied copy (decoder weight/bias) in the checkpoint differs from what it is tied to.
     """
     family = FAMILIES[model.config.model_type]
+    tie = model.config.tie_word_embeddings
     state = normalize_hf_keys(state, family)
-    for tied, original in family.tied_keys.items():
-        if tied in state and original in state and not torch.equal(state[tied], state[original]):
-            raise ValueError(f"{source}: {tied} differs from {original}; untied output layers are not supported")
-        if tied in state and original not in state:
-            state[original] = state[tied]  # e.g. only decoder.bias was saved
+    for tied, original in tied_keys(family, tie).items():
+        if tie and tied in state and original in state and not torch.equal(state[tied], state[original]):
+            raise ValueError(
+                f"{source}: {tied} differs from {original} although config.json ties them "
+                "(tie_word_embeddings is true or absent); set tie_word_embeddings=false there if the "
+                "checkpoint was trained with untied output embeddings"
+            )
+        # Only decoder.bias saved; or untied, where transformers (v5) computes with the decoder's own
+        # bias and leaves the head's `bias` unused: ours is one Parameter, so it takes the decoder's.
+        if tied in state and (original not in state or not tie):
+            state[original] = state[tied]
     targets = model.state_dict()  # tensors share storage with the parameters
     loaded: set[str] = set()
     for key, tensor in state.items():
-        ours = to_ours(family, key)
+        ours = to_ours(family, key, tie)
         if ours is None:
             continue
         if ours not in targets:
@@ -213,7 +225,7 @@ def copy_hf_state_dict(model: BertForPreTraining, state: dict[str, torch.Tensor]
         with torch.no_grad():
             targets[ours].copy_(tensor)
         loaded.add(ours)
-    for key, original in OUR_TIED_KEYS.items():  # a tied pair is covered when its original was loaded
+    for key, original in our_tied_keys(tie).items():  # a tied pair is covered when its original was loaded
         if original in loaded:
             loaded.add(key)
     return sorted(set(targets) - loaded)
