@@ -93,7 +93,8 @@ def tied_keys(family: Family, tie_word_embeddings: bool = True) -> dict[str, str
     """The family's tied copies; with untied embeddings the output projection is a weight of its own."""
     if tie_word_embeddings:
         return family.tied_keys
-    return {k: v for k, v in family.tied_keys.items() if k != decoder_weight_key(family)}
+    decoder = decoder_weight_key(family)
+    return {k: v for k, v in family.tied_keys.items() if k != decoder}
 
 
 def our_tied_keys(tie_word_embeddings: bool = True) -> dict[str, str]:
