@@ -96,6 +96,7 @@ class EvaluationSettings:
     mask_token_prob: float = DataSchema.mask_token_prob
     random_token_prob: float = DataSchema.random_token_prob
     whole_word_mask: bool = DataSchema.whole_word_mask
+    pack_documents: bool = DataSchema.pack_documents  # spans filled from consecutive documents (no NSP)
     short_seq_prob: float = DataSchema.short_seq_prob
     nsp_prob: float = DataSchema.nsp_prob
     pad_to_multiple_of: int | None = None  # the padded length changes the mask draws: keep the run's
@@ -210,6 +211,7 @@ def evaluation_loader(
             token_dir / "plans",
             max_len=max_len,
             train_nsp=nsp,
+            pack_documents=settings.pack_documents,
             short_seq_prob=settings.short_seq_prob,
             nsp_prob=settings.nsp_prob,
             seed=validation_seed,
@@ -316,6 +318,8 @@ def evaluate(
     nsp = nsp_trained if settings.nsp is None else settings.nsp
     if nsp and not nsp_trained:
         raise ValueError(f"--nsp: {model_path} has no trained NSP head (its pretraining did not use NSP)")
+    if nsp and settings.pack_documents:
+        raise ValueError("--pack-documents mixes documents in a span, so it cannot score NSP pairs: add --no-nsp")
     limit = model.config.max_sequence_length
     max_len = settings.max_len
     if max_len is None:
@@ -323,7 +327,13 @@ def evaluate(
         max_len = int(run_max_len) if isinstance(run_max_len, int) else min(128, limit)
     if not 5 <= max_len <= limit:
         raise ValueError(f"--max-len={max_len}: {model_path} reads between 5 and {limit} tokens (its positions)")
-    layout = "NSP pairs (--no-nsp: spans, as models without NSP are scored)" if nsp else "single-segment spans"
+    layout = (
+        "NSP pairs (--no-nsp: spans, as models without NSP are scored)"
+        if nsp
+        else "spans packed from consecutive documents"
+        if settings.pack_documents
+        else "single-segment spans"
+    )
     print(f"model: {model_path} (tokenizer {tokenizer_path}; {layout}, max_len {max_len})")
 
     reader_options = {"file_pattern": file_pattern, "text_field": text_field, "text_column": text_column}
@@ -416,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio)
     parser.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces with their word)")
+    parser.add_argument(
+        "--pack-documents",
+        action="store_true",
+        help="fill each span from consecutive documents, [SEP] between them (as data.pack_documents=true; needs --no-nsp)",
+    )
     parser.add_argument("--pad-to-multiple-of", type=int, default=None, help="as the run's impl.pad_to_multiple_of")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the example plan and the masks")
     parser.add_argument(
@@ -437,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         mask_ratio=args.mask_ratio,
         whole_word_mask=args.whole_word_mask,
+        pack_documents=args.pack_documents,
         pad_to_multiple_of=args.pad_to_multiple_of,
         seed=args.seed,
         nsp=args.nsp,

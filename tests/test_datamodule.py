@@ -137,6 +137,15 @@ def test_datamodule_batches(prepared_setup):
     spans.setup("fit")
     assert "nsp_labels" not in next(iter(spans.train_dataloader()))
 
+    # Packed: documents' ends no longer leave short spans, so fewer examples and no padding
+    # but the last one's (a span is max_len - 2 items, less a separator dropped at an edge).
+    packed = make_datamodule(prepared_setup, train_nsp=False, pack_documents=True, short_seq_prob=0.0)
+    packed.setup("fit")
+    assert len(packed.train_dataset) < len(spans.train_dataset)
+    batch = next(iter(packed.train_dataloader()))
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert batch["input_ids"].shape[1] == 32 and int((lengths < 30).sum()) <= 1
+
 
 class Interrupted(Exception):
     pass

@@ -193,6 +193,73 @@ def test_spans_cover_each_document_once(tmp_path_factory, sentence_lengths, max_
     assert sorted(seen) == expected.tolist()  # every token exactly once per epoch
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sentence_lengths=st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=3), min_size=1, max_size=40),
+    max_len=st.integers(5, 48),
+    short_seq_prob=st.sampled_from([0.0, 0.5]),
+)
+def test_packed_spans_are_the_document_stream_cut_in_order(tmp_path_factory, sentence_lengths, max_len, short_seq_prob):
+    """Unshuffled, the packed examples of an epoch read back the corpus in order: every token
+    once, a [SEP] exactly where one document gives way to the next, never at a span's edge."""
+    tmp = tmp_path_factory.mktemp("packed")
+    cache = write_synthetic_cache(tmp / "cache", sentence_lengths)
+    dataset = make_dataset(
+        cache,
+        tmp / "plans",
+        max_len=max_len,
+        train_nsp=False,
+        pack_documents=True,
+        short_seq_prob=short_seq_prob,
+        shuffle=False,
+    )
+    document = document_of_sentences(sentence_lengths)
+    examples = all_examples(dataset, epoch=0)
+    tokens, previous_document = [], None
+    for number, example in enumerate(examples):
+        ids = example["input_ids"].tolist()
+        assert ids[0] == CLS and ids[-1] == SEP and len(ids) <= max_len and example["num_a_tokens"] == len(ids)
+        body = ids[1:-1]
+        assert body and body[0] != SEP and body[-1] != SEP
+        if short_seq_prob == 0 and number < len(examples) - 1:
+            # Full length, less at most the two separators dropped at the edges.
+            assert len(body) >= max_len - 4
+        for i, token in enumerate(body):
+            if token == SEP:
+                before, after = document[body[i - 1] - FIRST_SENTENCE_ID], document[body[i + 1] - FIRST_SENTENCE_ID]
+                assert after == before + 1
+                continue
+            current = document[token - FIRST_SENTENCE_ID]
+            if i > 0 and body[i - 1] != SEP:
+                assert current == previous_document  # documents change only at a [SEP]
+            previous_document = current
+            tokens.append(token - FIRST_SENTENCE_ID)
+    expected = np.repeat(np.arange(len(document)), np.concatenate(sentence_lengths))
+    assert tokens == expected.tolist()  # every token once, in corpus order
+    stats = dataset.plan_stats(0)
+    assert stats["num_examples"] == len(examples)
+    assert stats["num_examples_across_documents"] == sum(SEP in e["input_ids"][1:-1].tolist() for e in examples)
+
+
+def test_packing_fills_sequences_of_short_documents(tmp_path):
+    """Twenty 3-token documents: one span each unpacked, three full spans when packed."""
+    cache = write_synthetic_cache(tmp_path / "cache", [[3]] * 20)
+    options = dict(max_len=32, train_nsp=False, short_seq_prob=0.0)
+    unpacked = all_examples(make_dataset(cache, tmp_path / "plans", **options), epoch=0)
+    packed = all_examples(make_dataset(cache, tmp_path / "plans", pack_documents=True, **options), epoch=0)
+    assert [len(e["input_ids"]) for e in unpacked] == [5] * 20
+    # The stream is 20 * 3 tokens + 19 separators = 79 items, cut at 30 and 60; item 59 is
+    # document 14's separator, dropped at the end of the second span.
+    assert sorted(len(e["input_ids"]) for e in packed) == [21, 31, 32]
+    assert sum((e["input_ids"] == SEP).sum() - 1 for e in packed) == 19 - 1
+
+
+def test_packing_refuses_nsp(tmp_path):
+    cache = write_synthetic_cache(tmp_path / "cache", [[3, 3], [4, 4]])
+    with pytest.raises(ValueError, match="pack_documents needs train_nsp=False"):
+        make_dataset(cache, tmp_path / "plans", train_nsp=True, pack_documents=True)
+
+
 @given(num_items=st.integers(1, 5000), key=st.integers(0, 2**64 - 1))
 def test_permutation_is_a_bijection(num_items, key):
     permuted = permute_positions(np.arange(num_items), num_items, key)

@@ -100,6 +100,7 @@ def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
         (["model.hidden_size=100", "model.num_attention_heads=3"], "hidden_size"),
         (["data.max_len=256"], "data.max_len=256 is above the 128 positions"),
         (["data=comments"], "data.root is not set: data=comments needs the corpus path"),
+        (["data.pack_documents=true"], "data.pack_documents=true with train.train_nsp=true"),
         # The pre-LN recipe cannot become transformers' (post-LN) ELECTRA: refused, not silently dropped.
         (["experiment=small_budget", "train.objective=electra"],
          "model.model_type=roberta-prelayernorm cannot be exported as transformers' ELECTRA"),

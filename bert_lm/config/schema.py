@@ -56,6 +56,9 @@ class DataSchema:
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
     whole_word_mask: bool = False
+    # Without NSP: fill each sequence from consecutive documents, [SEP] between them
+    # (RoBERTa's FULL-SENTENCES, HF run_mlm's group_texts), for corpora of short documents.
+    pack_documents: bool = False
     batch_size: int = 32
 
 
@@ -145,8 +148,15 @@ def register_schemas() -> None:
     store.store(group="strategy", name="strategy_schema", node=StrategySchema)
 
 
-_GROUP_SCHEMAS = {"data": DataSchema, "tokenizer": TokenizerSchema, "paths": PathsSchema, "model": ModelSchema,
-                  "train": TrainSchema, "impl": ImplSchema, "strategy": StrategySchema}
+_GROUP_SCHEMAS = {
+    "data": DataSchema,
+    "tokenizer": TokenizerSchema,
+    "paths": PathsSchema,
+    "model": ModelSchema,
+    "train": TrainSchema,
+    "impl": ImplSchema,
+    "strategy": StrategySchema,
+}
 _SCHEMAS = {schema.__name__: schema for schema in (*_GROUP_SCHEMAS.values(), CleaningSchema)}
 
 
@@ -162,8 +172,10 @@ def explain_config_error(
     full_key = re.search(r"full_key: (\S+)", message)
     if wrong_type and full_key:
         value, expected = wrong_type.groups()
-        return (f"config key '{full_key.group(1)}' expects a {expected.lower()}, got {value!r}: "
-                f"fix the value on the command line or in conf/")
+        return (
+            f"config key '{full_key.group(1)}' expects a {expected.lower()}, got {value!r}: "
+            f"fix the value on the command line or in conf/"
+        )
     match = re.search(r"Key '([^']+)' (?:not in|is not in struct)", message)
     if not match:
         return None

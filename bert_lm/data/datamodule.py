@@ -216,6 +216,7 @@ class PretrainingDataModule(pl.LightningDataModule):
         mask_token_prob: float = 0.8,
         random_token_prob: float = 0.1,
         whole_word_mask: bool = False,
+        pack_documents: bool = False,
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
     ):
@@ -235,6 +236,7 @@ class PretrainingDataModule(pl.LightningDataModule):
         self.mask_token_prob = mask_token_prob
         self.random_token_prob = random_token_prob
         self.whole_word_mask = whole_word_mask
+        self.pack_documents = pack_documents
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
         # A sentence longer than any example could hold is cut in the cache; 512 keeps one
@@ -274,6 +276,7 @@ class PretrainingDataModule(pl.LightningDataModule):
         common = dict(
             max_len=self.max_len,
             train_nsp=self.train_nsp,
+            pack_documents=self.pack_documents,
             short_seq_prob=self.short_seq_prob,
             nsp_prob=self.nsp_prob,
             cls_id=tokenizer.cls_id,

@@ -36,6 +36,14 @@ Decisions where the recipe is silent or unusable as is:
   above, so the NSP ablation changes nothing else); spans may start mid-sentence, so no
   token is wasted; a document's last span is shorter. One-sentence documents are spans
   like any other.
+* Packed spans (train_nsp=False, pack_documents=True): RoBERTa's FULL-SENTENCES input,
+  HF run_mlm's group_texts. Documents are read as one stream in cache order, each followed
+  by a [SEP], and cut into spans of max_len - 2 items (shorter with short_seq_prob), so a
+  span may hold the end of one document, [SEP], and the start of the next. For corpora of
+  short documents (comments, one per line) this fills every sequence instead of padding a
+  batch of 20-token comments to its longest. A span never starts or ends with the
+  separator (it is dropped there: [CLS] and the closing [SEP] already mark the edges), and
+  attention is not blocked between the documents of a span, as in RoBERTa.
 
 Plans. An epoch's examples are a compact table ("plan") of sentence ranges, generated
 from (seed, epoch) by a loop that advances all documents at once (numpy, one step per
@@ -90,6 +98,12 @@ NSP_PAIR_DTYPE = np.dtype(
 )
 # One span example without NSP, in token offsets of the cache.
 SPAN_DTYPE = np.dtype([("token_start", "<i8"), ("token_count", "<u4")])
+# One packed span: `count` items of the stream "document 0, [SEP], document 1, [SEP], ..."
+# from `stream_start`, touching documents first_document .. first_document + document_count - 1.
+# Document d starts at stream position token_start(d) + d (one separator per earlier document).
+PACKED_SPAN_DTYPE = np.dtype(
+    [("stream_start", "<i8"), ("count", "<u4"), ("first_document", "<i8"), ("document_count", "<u4")]
+)
 
 _MASK64 = (1 << 64) - 1
 
@@ -305,6 +319,58 @@ def plan_spans(
     return stats
 
 
+def _document_stream_starts(cache: TokenCache, block_sentences: int) -> np.ndarray:
+    """Stream position of every document's first token, and the stream's length, last:
+    token_start(d) + d, since each earlier document is followed by one separator."""
+    with cache.open_document_offsets() as f:
+        document_offsets = f.read(0, len(f))
+    num_documents = len(document_offsets) - 1
+    token_starts = np.empty(num_documents + 1, np.int64)
+    with cache.open_sentence_offsets() as f:
+        for d0, d1 in _document_blocks(document_offsets, block_sentences):
+            s0, s1 = int(document_offsets[d0]), int(document_offsets[d1])
+            offsets = f.read(s0, s1 + 1)
+            token_starts[d0 : d1 + 1] = offsets[document_offsets[d0 : d1 + 1] - s0]
+    return token_starts + np.arange(num_documents + 1)
+
+
+def plan_packed_spans(
+    cache: TokenCache,
+    rng: np.random.Generator,
+    out: NpyAppender,
+    max_len: int,
+    short_seq_prob: float,
+    block_sentences: int = 1 << 18,
+    block_examples: int = 1 << 16,
+) -> dict:
+    """Append one epoch of packed spans (PACKED_SPAN_DTYPE) to `out`; returns statistics.
+
+    Holds 8 bytes per document (their stream starts), as plan_spans holds their offsets."""
+    max_tokens = max_len - 2
+    starts = _document_stream_starts(cache, block_sentences)
+    # The last document's separator would only be dropped again: the stream ends before it.
+    stream_length = int(starts[-1]) - 1
+    stats = {"num_examples": 0, "num_examples_across_documents": 0}
+    position = 0
+    while position < stream_length:
+        counts = _draw_targets(rng, block_examples, max_tokens, short_seq_prob)
+        begin = position + np.concatenate([[0], np.cumsum(counts[:-1])])
+        keep = begin < stream_length
+        begin, counts = begin[keep], np.minimum(counts[keep], stream_length - begin[keep])
+        first = np.searchsorted(starts, begin, side="right") - 1
+        last = np.searchsorted(starts, begin + counts - 1, side="right") - 1
+        rows = np.empty(len(begin), PACKED_SPAN_DTYPE)
+        rows["stream_start"], rows["count"] = begin, counts
+        rows["first_document"], rows["document_count"] = first, last - first + 1
+        out.append(rows)
+        stats["num_examples"] += len(rows)
+        # A span that starts on a separator holds tokens from the next document on.
+        first_with_tokens = first + (begin == starts[first + 1] - 1)
+        stats["num_examples_across_documents"] += int((last > first_with_tokens).sum())
+        position = int(begin[-1] + counts[-1])
+    return stats
+
+
 # ---------------------------------------------------------------------------------------
 # The dataset
 
@@ -334,9 +400,14 @@ class PretrainingDataset(Dataset):
         shuffle: bool = True,
         fixed_epoch: int | None = None,
         keep_plans: int = 2,
+        pack_documents: bool = False,
     ):
         if max_len < 5:
             raise ValueError(f"max_len must be at least 5, got {max_len}")
+        if pack_documents and train_nsp:
+            raise ValueError(
+                "pack_documents needs train_nsp=False: a packed span mixes documents, so it cannot be an NSP pair"
+            )
         if not 0.0 <= short_seq_prob <= 1.0 or not 0.0 <= nsp_prob <= 1.0:
             raise ValueError("short_seq_prob and nsp_prob must lie in [0, 1]")
         self.cache = cache
@@ -349,6 +420,7 @@ class PretrainingDataset(Dataset):
         self.shuffle = shuffle
         self.fixed_epoch = fixed_epoch
         self.keep_plans = keep_plans
+        self.pack_documents = pack_documents
         settings = {
             "format_version": PLAN_FORMAT_VERSION,
             "cache_build_id": cache.meta["build_id"],
@@ -358,6 +430,8 @@ class PretrainingDataset(Dataset):
             "nsp_prob": nsp_prob if train_nsp else None,
             "seed": seed,
         }
+        if pack_documents:  # only when set, so that existing plans keep their keys
+            settings["pack_documents"] = True
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.plan_dir = Path(plan_root) / f"{cache.directory.name}-{key}"
         self._plan_lengths: dict[int, int] = {}
@@ -389,11 +463,13 @@ class PretrainingDataset(Dataset):
         self.plan_dir.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".tmp-{path.stem}-{uuid.uuid4().hex[:8]}.npy")
         rng = np.random.default_rng([self.seed, epoch])
-        dtype = NSP_PAIR_DTYPE if self.train_nsp else SPAN_DTYPE
+        dtype = NSP_PAIR_DTYPE if self.train_nsp else PACKED_SPAN_DTYPE if self.pack_documents else SPAN_DTYPE
         out = NpyAppender(temporary, dtype)
         try:
             if self.train_nsp:
                 stats = plan_nsp_pairs(self.cache, rng, out, self.max_len, self.short_seq_prob, self.nsp_prob)
+            elif self.pack_documents:
+                stats = plan_packed_spans(self.cache, rng, out, self.max_len, self.short_seq_prob)
             else:
                 stats = plan_spans(self.cache, rng, out, self.max_len, self.short_seq_prob)
             out.close()
@@ -463,7 +539,7 @@ class PretrainingDataset(Dataset):
         rows = self.rows_for_positions(epoch, positions)
         with ArrayFile(self.plan_path(epoch)) as plan:
             records = plan.take(rows)
-        read = self._read_pairs if self.train_nsp else self._read_spans
+        read = self._read_pairs if self.train_nsp else self._read_packed if self.pack_documents else self._read_spans
         examples = read(records, rows, epoch)
         for example, row, position in zip(examples, rows, positions, strict=True):
             example["example_index"] = int(row)
@@ -479,6 +555,41 @@ class PretrainingDataset(Dataset):
                 input_ids[0], input_ids[-1] = self.cls_id, self.sep_id
                 input_ids[1:-1] = tokens.read(start, start + count)
                 examples.append({"input_ids": input_ids, "num_a_tokens": count + 2})
+        return examples
+
+    def _read_packed(self, records: np.ndarray, rows: np.ndarray, epoch: int) -> list[dict]:
+        examples = []
+        with (
+            self.cache.open_document_offsets() as document_offsets,
+            self.cache.open_sentence_offsets() as sentence_offsets,
+            self.cache.open_tokens() as tokens,
+        ):
+            for start, count, first, num_documents in zip(
+                records["stream_start"].tolist(),
+                records["count"].tolist(),
+                records["first_document"].tolist(),
+                records["document_count"].tolist(),
+                strict=True,
+            ):
+                # Token offsets of the span's documents and of the one after the last.
+                bounds = sentence_offsets.take(document_offsets.read(first, first + num_documents + 1))
+                stop = start + count
+                pieces = []
+                for j in range(num_documents):
+                    stream_begin = int(bounds[j]) + first + j  # this document's first token in the stream
+                    separator = int(bounds[j + 1]) + first + j  # the [SEP] after it
+                    lo, hi = max(start, stream_begin), min(stop, separator)
+                    if lo < hi:
+                        pieces.append(
+                            tokens.read(int(bounds[j]) + lo - stream_begin, int(bounds[j]) + hi - stream_begin)
+                        )
+                    if start < separator < stop - 1 and lo < hi:  # a separator between two documents' tokens
+                        pieces.append(np.array([self.sep_id]))
+                body = np.concatenate(pieces) if pieces else np.empty(0, np.int32)
+                input_ids = np.empty(len(body) + 2, np.int32)
+                input_ids[0], input_ids[-1] = self.cls_id, self.sep_id
+                input_ids[1:-1] = body
+                examples.append({"input_ids": input_ids, "num_a_tokens": len(input_ids)})
         return examples
 
     def _read_pairs(self, records: np.ndarray, rows: np.ndarray, epoch: int) -> list[dict]:

@@ -64,6 +64,11 @@ def check_config(cfg: DictConfig) -> None:
             )
     if not (cfg.train.train_mlm or cfg.train.train_nsp):
         raise ConfigError("train.train_mlm=false and train.train_nsp=false: enable at least one objective")
+    if cfg.data.pack_documents and cfg.train.train_nsp and cfg.train.objective == "mlm":
+        raise ConfigError(
+            "data.pack_documents=true with train.train_nsp=true: a packed sequence mixes documents, so it cannot "
+            "be a next-sentence pair; set train.train_nsp=false (or data.pack_documents=false)"
+        )
     if cfg.init_from:
         try:
             model_config = read_hf_config(electra_part(cfg, "discriminator"))
@@ -152,6 +157,7 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
         mask_token_prob=cfg.data.mask_token_prob,
         random_token_prob=cfg.data.random_token_prob,
         whole_word_mask=cfg.data.whole_word_mask,
+        pack_documents=cfg.data.pack_documents,
         pad_to_multiple_of=cfg.impl.pad_to_multiple_of,
         seed=cfg.seed,
     )
