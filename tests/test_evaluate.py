@@ -112,6 +112,19 @@ def test_two_models_are_scored_on_identical_masks(tiny_run, tmp_path):
     # The digest is of the masks, so another seed gives other masks.
     reseeded = evaluate(other_dir, SAMPLE_CORPUS, settings=EvaluationSettings(max_batches=3, seed=1), **common)
     assert reseeded.mask_digest != second.mask_digest
+    # Packed spans (as a data.pack_documents=true run trained) are the same for both models too.
+    packed = EvaluationSettings(max_batches=3, pack_documents=True)
+    first_packed = evaluate(hf_dir, SAMPLE_CORPUS, settings=packed, **common)
+    second_packed = evaluate(other_dir, SAMPLE_CORPUS, settings=packed, **common)
+    assert first_packed.params["pack_documents"] == "True"
+    assert first_packed.mask_digest == second_packed.mask_digest != first.mask_digest
+
+
+def test_packed_spans_cannot_be_scored_as_nsp_pairs(sample_lines, tmp_path):
+    checkpoint = published_layouts.make_bert_checkpoint(tmp_path / "klue-bert", extra_texts=sample_lines)
+    settings = EvaluationSettings(max_batches=1, pack_documents=True)  # NSP by default: the head was trained
+    with pytest.raises(ValueError, match="--pack-documents mixes documents .* add --no-nsp"):
+        evaluate(checkpoint, SAMPLE_CORPUS, cache_dir=tmp_path / "cache", settings=settings, device="cpu")
 
 
 def test_published_checkpoint_evaluates_with_its_own_tokenizer(sample_lines, tmp_path):
