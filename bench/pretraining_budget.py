@@ -57,6 +57,8 @@ ABLATIONS = {
     "recipe, lr 5e-4": ["experiment=small_budget", "train.lr=5e-4"],
     "recipe, lr 2e-3": ["experiment=small_budget", "train.lr=2e-3"],
     "recipe, batch 64": ["experiment=small_budget", "data.batch_size=64"],
+    "recipe, batch 16": ["experiment=small_budget", "data.batch_size=16"],
+    "recipe, packed documents": ["experiment=small_budget", "data.pack_documents=true"],
     "recipe, whole-word masking": ["experiment=small_budget", "data.whole_word_mask=true"],
     "recipe, sequence 64": ["experiment=small_budget", "data.max_len=64"],
     "recipe, constant lr": ["experiment=small_budget", "train.scheduler=constant"],

@@ -154,3 +154,19 @@ def test_every_experiment_file_composes_and_passes_the_checks(experiment, tokeni
     if experiment == "small_budget_electra":
         assert cfg.train.objective == "electra" and cfg.model.model_type == "electra"
         assert cfg.callbacks.model_checkpoint.monitor == "val/disc_loss"
+
+
+def test_every_ablation_of_the_budget_benchmark_composes_and_passes_the_checks():
+    """bench/pretraining_budget.py --ablations runs for most of an hour: a lever that fails its config
+    check (say, packing with NSP left on) should fail here, not twenty minutes into the benchmark."""
+    import importlib.util
+
+    bench_file = CONFIG_DIR.parent / "bench" / "pretraining_budget.py"
+    spec = importlib.util.spec_from_file_location("pretraining_budget", bench_file)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert "recipe, packed documents" in bench.ABLATIONS
+    for name, overrides in {**bench.RUNS, **bench.ABLATIONS}.items():
+        cfg = compose_config([*bench.COMMON, "train.budget_minutes=3.5", *overrides])  # as the benchmark runs it
+        check_config(cfg)
+        assert cfg.model.hidden_size == 256, name  # every lever is measured on model=small
