@@ -199,6 +199,18 @@ def _document_blocks(document_offsets: np.ndarray, block_sentences: int):
         d0 = d1
 
 
+def _document_token_starts(cache: TokenCache, block_sentences: int):
+    """(d0, d1, token offsets of documents d0..d1 inclusive) over blocks of whole documents:
+    a block's documents d0..d1-1 span tokens [starts[i], starts[i + 1])."""
+    with cache.open_document_offsets() as f:
+        document_offsets = f.read(0, len(f))
+    with cache.open_sentence_offsets() as f:
+        for d0, d1 in _document_blocks(document_offsets, block_sentences):
+            s0, s1 = int(document_offsets[d0]), int(document_offsets[d1])
+            offsets = f.read(s0, s1 + 1)
+            yield d0, d1, offsets[document_offsets[d0 : d1 + 1] - s0]
+
+
 def _draw_targets(rng: np.random.Generator, count: int, max_tokens: int, short_seq_prob: float) -> np.ndarray:
     targets = np.full(count, max_tokens, np.int64)
     short = rng.random(count) < short_seq_prob
@@ -299,14 +311,8 @@ def plan_spans(
     """Append one epoch of single-segment spans (SPAN_DTYPE) to `out`; returns statistics."""
     max_tokens = max_len - 2
     stats = {"num_examples": 0}
-    with cache.open_document_offsets() as f:
-        document_offsets = f.read(0, len(f))
-    for d0, d1 in _document_blocks(document_offsets, block_sentences):
-        s0, s1 = int(document_offsets[d0]), int(document_offsets[d1])
-        with cache.open_sentence_offsets() as f:
-            offsets = f.read(s0, s1 + 1)
-        position = offsets[document_offsets[d0:d1] - s0]
-        end = offsets[document_offsets[d0 + 1 : d1 + 1] - s0]
+    for _, _, token_starts in _document_token_starts(cache, block_sentences):
+        position, end = token_starts[:-1], token_starts[1:]
         while len(position):
             count = np.minimum(_draw_targets(rng, len(position), max_tokens, short_seq_prob), end - position)
             rows = np.empty(len(position), SPAN_DTYPE)
@@ -323,15 +329,10 @@ def _document_stream_starts(cache: TokenCache, block_sentences: int) -> np.ndarr
     """Stream position of every document's first token, and the stream's length, last:
     token_start(d) + d, since each earlier document is followed by one separator."""
     with cache.open_document_offsets() as f:
-        document_offsets = f.read(0, len(f))
-    num_documents = len(document_offsets) - 1
-    token_starts = np.empty(num_documents + 1, np.int64)
-    with cache.open_sentence_offsets() as f:
-        for d0, d1 in _document_blocks(document_offsets, block_sentences):
-            s0, s1 = int(document_offsets[d0]), int(document_offsets[d1])
-            offsets = f.read(s0, s1 + 1)
-            token_starts[d0 : d1 + 1] = offsets[document_offsets[d0 : d1 + 1] - s0]
-    return token_starts + np.arange(num_documents + 1)
+        token_starts = np.empty(len(f), np.int64)
+    for d0, d1, block_starts in _document_token_starts(cache, block_sentences):
+        token_starts[d0 : d1 + 1] = block_starts
+    return token_starts + np.arange(len(token_starts))
 
 
 def plan_packed_spans(
