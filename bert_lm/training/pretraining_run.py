@@ -280,8 +280,9 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR, [budget] if budget else None, **limits)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     if budget is not None:
-        # Stopped mid-epoch at the budget: the final state is a checkpoint too (and the one to resume from).
-        trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / "last.ckpt")
+        # Stopped mid-epoch at the budget: the final state is a checkpoint too (and the one to resume from),
+        # so it keeps the optimizer, schedule and budget clock (weights_only=False, said rather than defaulted).
+        trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / "last.ckpt", weights_only=False)
         print(f"budget: {budget.elapsed_s / 60:.2f} of {budget.budget_s / 60:.2f} training minutes used")
     trainer.validate(module, datamodule=datamodule)
 
