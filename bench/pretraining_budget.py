@@ -62,7 +62,7 @@ ABLATIONS = {
     "recipe, whole-word masking": ["experiment=small_budget", "data.whole_word_mask=true"],
     "recipe, sequence 64": ["experiment=small_budget", "data.max_len=64"],
     "recipe, constant lr": ["experiment=small_budget", "train.scheduler=constant"],
-    "recipe, sinusoidal positions": ["experiment=small_budget", "model.position_init=sinusoidal"],
+    "recipe, random position rows": ["experiment=small_budget", "model.position_init=normal"],
 }
 COMMON = [
     "data=petitions",
