@@ -12,7 +12,9 @@ The new text is the old one with only the chosen units' character spans rewritte
 so every other character (spacing included) stays as it was.
 
 What is never sampled: special tokens (``[UNK]`` included), the unit's own text, a
-``##``/continuation piece where a word starts or a word-start piece inside a word,
+piece with no letter or digit (punctuation or a bare ``#``: it would delete the word
+rather than vary it), a ``##``/continuation piece where a word starts or a word-start
+piece inside a word,
 pieces that are (part of) a personal-data placeholder of the cleaning step
 (``[EMAIL]``, ``[PHONE]``, ``[RRN]``); units overlapping such a placeholder are never
 chosen. A variant identical to its source (or to an earlier variant of the same row)
@@ -211,6 +213,10 @@ class _Vocabulary:
 
     def _may_be_sampled(self, text: str) -> bool:
         if not text or "\ufffd" in text or any(c.isspace() for c in text):
+            return False
+        # Units are chosen only where they hold a letter or digit; a punctuation piece in their place
+        # ("미래를" -> "#") deletes content instead of varying it, and can unbalance brackets.
+        if not any(c.isalnum() for c in text):
             return False
         if any(text in p or p in text for p in PLACEHOLDERS):
             return False
