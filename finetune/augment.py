@@ -177,6 +177,11 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- vocabulary
+def _has_letter_or_digit(text: str) -> bool:
+    """The one rule for both sides of a change: the unit replaced and the piece put in its place."""
+    return any(c.isalnum() for c in text)
+
+
 class _Vocabulary:
     """Each piece's text as it goes into a sentence, and which pieces may be sampled where."""
 
@@ -216,7 +221,7 @@ class _Vocabulary:
             return False
         # Units are chosen only where they hold a letter or digit; a punctuation piece in their place
         # ("미래를" -> "#") deletes content instead of varying it, and can unbalance brackets.
-        if not any(c.isalnum() for c in text):
+        if not _has_letter_or_digit(text):
             return False
         if any(text in p or p in text for p in PLACEHOLDERS):
             return False
@@ -263,7 +268,7 @@ def _plans(tokenizer, vocabulary: _Vocabulary, texts, n, mask_prob, action, max_
             index
             for index, unit in enumerate(units)
             if unit.end > unit.start
-            and any(c.isalnum() for c in text[unit.start : unit.end])
+            and _has_letter_or_digit(text[unit.start : unit.end])
             and not any(s < unit.end and unit.start < e for s, e in protected)
             and not any(
                 ids[i] in vocabulary.special_ids and ids[i] != tokenizer.unk_id for i in range(unit.first, unit.last)
