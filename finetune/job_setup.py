@@ -65,6 +65,7 @@ class FinetuneSchema:
     head: str = "crf"  # crf | softmax
     constrained_transitions: bool = True
     classifier_dropout: float | None = None
+    encoder_dropout: float | None = None  # null: the encoder config's own dropout
     encoder_lr: float = 1e-4
     head_lr: float = 1e-3
     weight_decay: float = 0.01
@@ -162,6 +163,26 @@ def ensure_task_tokenizer(cfg: DictConfig, train_file: Path, train_texts: Callab
     return ensure_tokenizer(cfg.tokenizer, text_dir, cfg.paths.cache_dir, show_progress=False)
 
 
+def with_encoder_dropout(config: dict, dropout: float | None) -> dict:
+    """``config`` with its hidden and attention dropout set to ``dropout`` (None: unchanged).
+
+    Why: an encoder pretrained without dropout (the small-budget recipe, after cramming)
+    exports ``hidden_dropout_prob=0``, and finetuning reads the exported config; cramming
+    pretrains without dropout and finetunes with 0.1. Published checkpoints say 0.1 already.
+    """
+    if dropout is None:
+        return config
+    check_encoder_dropout(dropout)
+    return {**config, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
+
+def check_encoder_dropout(dropout: float | None) -> None:
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(
+            f"finetune.encoder_dropout={dropout}: use a probability in [0, 1), or null for the encoder's own"
+        )
+
+
 @dataclass
 class EncoderChoice:
     """The encoder a run starts from: its config, the weights to copy (None: keep the
@@ -193,7 +214,8 @@ def build_encoder(
         weights = encoder if init == "pretrained" else None
         what = "pretrained weights" if weights is not None else "random weights (finetune.init=random)"
         description = f"{what}, architecture and tokenizer from {source.weights}"
-        return EncoderChoice(vars(encoder.config).copy(), weights, tokenizer_dir, description)
+        config = with_encoder_dropout(vars(encoder.config).copy(), cfg.finetune.encoder_dropout)
+        return EncoderChoice(config, weights, tokenizer_dir, description)
     tokenizer_dir = ensure_task_tokenizer(cfg, train_file, train_texts)
     tokenizer = load_tokenizer(tokenizer_dir)
     config = {
@@ -202,11 +224,10 @@ def build_encoder(
         "pad_token_id": tokenizer.pad_id,
     }
     tokenizer.close()
+    config = with_encoder_dropout(config, cfg.finetune.encoder_dropout)
     BertConfig(**config)  # validates
     description = (
         f"random weights, model group shape (no pretrained= given: the no-pretraining baseline), "
         f"tokenizer {tokenizer_dir}"
     )
     return EncoderChoice(config, None, tokenizer_dir, description)
-
-

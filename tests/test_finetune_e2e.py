@@ -17,9 +17,10 @@ from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
 from bert_lm.training.run_support import ConfigError
 from finetune import predict
-from finetune.job_setup import check_finetune_overrides, setup_finetune_hydra
+from finetune.classification.run import check_classification_config
+from finetune.job_setup import build_encoder, check_finetune_overrides, setup_finetune_hydra
 from finetune.ner import export as ner_export
-from finetune.ner.run import check_finetune_config, finetune
+from finetune.ner.run import build_module, check_finetune_config, finetune
 from tests.conftest import REPO_ROOT
 
 EXPERIMENT = "bert-lm-klue-ner"
@@ -214,6 +215,48 @@ def test_bad_settings_fail_before_any_work(overrides, message):
         check_finetune_config(cfg)
 
 
+def test_encoder_dropout_replaces_the_checkpoint_dropout_only_when_set(pretrained_run):
+    """The recipe exports dropout 0; finetune.encoder_dropout turns it back on for finetuning."""
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (2, 12))
+    mask = torch.ones_like(ids)
+
+    def job_encoder(dropout):
+        cfg = compose_config(
+            [f"pretrained={pretrained_run}", f"finetune.encoder_dropout={dropout}", "paths.output_dir=/tmp/unused"]
+        )
+        check_finetune_config(cfg)
+        encoder = build_encoder(cfg, "pretrained", REPO_ROOT / "finetune" / "sample" / "klue-ner-sample-train.tsv")
+        tagger = build_module(cfg, encoder).tagger.train()
+        return encoder, tagger
+
+    own, _ = job_encoder("null")
+    assert own.config["hidden_dropout_prob"] == own.config["attention_probs_dropout_prob"] == 0.1  # the export's
+    off, tagger_off = job_encoder(0.0)
+    assert off.config["hidden_dropout_prob"] == off.config["attention_probs_dropout_prob"] == 0.0
+    assert {k: v for k, v in off.config.items() if "dropout" not in k} == {
+        k: v for k, v in own.config.items() if "dropout" not in k
+    }
+    assert torch.equal(tagger_off(ids, mask), tagger_off(ids, mask))  # training mode, nothing dropped
+    on, tagger_on = job_encoder(0.3)
+    assert on.config["attention_probs_dropout_prob"] == 0.3
+    # The same pretrained weights are loaded; only the dropout differs.
+    assert torch.equal(
+        tagger_on.encoder.embeddings.word_embeddings.weight, tagger_off.encoder.embeddings.word_embeddings.weight
+    )
+    assert not torch.allclose(tagger_on(ids, mask), tagger_on(ids, mask))
+    # In eval mode the two encoders agree (the heads are drawn at random, each its own).
+    tagger_on.eval(), tagger_off.eval()
+    assert torch.allclose(tagger_on.encoder(ids, None, mask)[0], tagger_off.encoder(ids, None, mask)[0], atol=1e-5)
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match=f"finetune.encoder_dropout={bad}: use a probability"):
+            check_finetune_config(compose_config([f"finetune.encoder_dropout={bad}", "paths.output_dir=/tmp/unused"]))
+        with pytest.raises(ConfigError, match=f"finetune.encoder_dropout={bad}: use a probability"):
+            check_classification_config(
+                compose_config(["task=hate_speech", f"finetune.encoder_dropout={bad}", "paths.output_dir=/tmp/unused"])
+            )
+
+
 def test_unknown_key_names_valid_keys(capsys):
     with pytest.raises(SystemExit) as exit_info:
         check_finetune_overrides(["finetune.lr=1e-3"])
@@ -229,7 +272,10 @@ def test_unknown_key_names_valid_keys(capsys):
 def test_ner_test_file_is_scored_once_with_the_exported_model(tmp_path, pretrained_run):
     sample_dev = REPO_ROOT / "finetune" / "sample" / "klue-ner-sample-dev.tsv"
     overrides = tiny_overrides(
-        tmp_path, f"pretrained={pretrained_run}", "trainer.max_epochs=1", f"task.test_file={sample_dev}",
+        tmp_path,
+        f"pretrained={pretrained_run}",
+        "trainer.max_epochs=1",
+        f"task.test_file={sample_dev}",
         f"paths.output_dir={tmp_path / 'run'}",
     )
     run_dir, scores = finetune(compose_config(overrides), overrides)

@@ -53,7 +53,7 @@ from finetune.classification.metrics import (
     plot_confusion_matrix,
 )
 from finetune.classification.module import POOLING_CHOICES, ClassificationEvaluation, ClassificationModule
-from finetune.job_setup import build_encoder, resolve_init
+from finetune.job_setup import build_encoder, check_encoder_dropout, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ POOLER_CHOICES = ("auto", "true", "false")
 # --------------------------------------------------------------------------- checks
 def check_classification_config(cfg: DictConfig) -> None:
     resolve_init(cfg)
+    check_encoder_dropout(cfg.finetune.encoder_dropout)
     check_strategy_runnable(cfg.strategy)
     if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
         raise ConfigError(
@@ -129,7 +130,11 @@ def resolve_files(task_cfg: DictConfig) -> dict[str, Path | None]:
 
 def read_task_rows(task_cfg: DictConfig, path: Path) -> list[LabelledText]:
     return read_labelled(
-        path, task_cfg.text_column, task_cfg.label_column, task_cfg.text_pair_column, task_cfg.format,
+        path,
+        task_cfg.text_column,
+        task_cfg.label_column,
+        task_cfg.text_pair_column,
+        task_cfg.format,
         skip_empty_text=task_cfg.skip_empty_text,
     )
 
@@ -227,7 +232,9 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
     if cfg.finetune.pooling != "cls":
         use_pooler = False  # the pooler reads [CLS] only
     elif pooler_setting == "auto":
-        use_pooler = bool(cfg.pretrained) and init == "pretrained" and pooler_was_trained(cfg.pretrained, cfg.tokenizer.dir)
+        use_pooler = (
+            bool(cfg.pretrained) and init == "pretrained" and pooler_was_trained(cfg.pretrained, cfg.tokenizer.dir)
+        )
     else:
         use_pooler = pooler_setting == "true"
     datamodule = ClassificationDataModule(
@@ -244,7 +251,8 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
         pad_to_multiple_of=cfg.impl.pad_to_multiple_of,
     )
     settings = OmegaConf.to_container(cfg.finetune, resolve=True)
-    for unused in ("init", "pooler", "head", "constrained_transitions"):  # NER-only or resolved above
+    # NER-only, or resolved above (encoder_dropout is in encoder.config already).
+    for unused in ("init", "pooler", "head", "constrained_transitions", "encoder_dropout"):
         settings.pop(unused, None)
     module = ClassificationModule(
         encoder_config=encoder.config,

@@ -31,7 +31,7 @@ from bert_lm.training.run_support import (
     log_config_params,
 )
 from bert_lm.training.strategies import check_strategy_runnable
-from finetune.job_setup import EncoderChoice, build_encoder, resolve_init
+from finetune.job_setup import EncoderChoice, build_encoder, check_encoder_dropout, resolve_init
 from finetune.ner.data import KlueNerDataModule, check_labels, window_size
 from finetune.ner.download import download_klue_ner, find_local_files
 from finetune.ner.export import NER_EXPORT_DIR, load_ner_export, save_ner_export
@@ -56,6 +56,7 @@ TEST_REPORT_JSON, TEST_PREDICTIONS_TSV = "test_report.json", "test_predictions.t
 def check_finetune_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
     resolve_init(cfg)
+    check_encoder_dropout(cfg.finetune.encoder_dropout)
     check_strategy_runnable(cfg.strategy)
     if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
         raise ConfigError(
@@ -129,6 +130,7 @@ def build_datamodule(cfg: DictConfig, files: dict[str, Path], tokenizer_dir: Pat
 def build_module(cfg: DictConfig, encoder: EncoderChoice) -> NerModule:
     settings = OmegaConf.to_container(cfg.finetune, resolve=True)
     settings.pop("init")
+    settings.pop("encoder_dropout")  # in encoder.config already (build_encoder)
     for classification_only in ("pooler", "pooling"):
         settings.pop(classification_only, None)
     module = NerModule(encoder_config=encoder.config, labels=list(cfg.task.labels), **settings)
@@ -252,7 +254,9 @@ def score_test_file(cfg: DictConfig, export_dir: Path, run_dir: Path) -> tuple[d
         raise FileNotFoundError(f"task.test_file: {path} does not exist")
     sentences = read_klue_ner(path, list(cfg.task.labels))
     predicted = load_ner_export(export_dir).char_tags([s.text for s in sentences])
-    metrics = klue_ner_metrics([s.text for s in sentences], [s.tags for s in sentences], predicted, list(cfg.task.labels))
+    metrics = klue_ner_metrics(
+        [s.text for s in sentences], [s.tags for s in sentences], predicted, list(cfg.task.labels)
+    )
     print("test file:\n" + format_entity_report(metrics["report"]))
     scores = {f"test_{k}": float(metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
     report = run_dir / TEST_REPORT_JSON
