@@ -97,9 +97,10 @@ def check_comparable(runs: Sequence[RunPredictions]) -> None:
             )
 
 
-def macro_f1(gold: np.ndarray, pred: np.ndarray, num_labels: int) -> float:
-    # Every label counts, predicted or not: the runs' own macro F1 (torchmetrics) does the same.
-    return float(f1_score(gold, pred, labels=list(range(num_labels)), average="macro", zero_division=0))
+def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    # Over the labels that occur in gold or predictions, as the job's own figure (torchmetrics)
+    # counts them: a label absent from both is left out, not scored 0.
+    return float(f1_score(gold, pred, average="macro", zero_division=0))
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,6 @@ def compare(
     if len(runs) != len(against) or not runs:
         raise CompareError(f"{len(runs)} runs against {len(against)}: pair each run with one of --against")
     check_comparable([*runs, *against])
-    num_labels = len(runs[0].labels)
     gold = runs[0].gold
 
     bar = tqdm(total=n_resamples, desc="bootstrap", unit="resample", disable=not progress)
@@ -134,7 +134,7 @@ def compare(
         k = len(predictions) // 2
         return np.mean(
             [
-                macro_f1(gold_sample, a, num_labels) - macro_f1(gold_sample, b, num_labels)
+                macro_f1(gold_sample, a) - macro_f1(gold_sample, b)
                 for a, b in zip(predictions[:k], predictions[k:], strict=True)
             ]
         )
@@ -151,10 +151,7 @@ def compare(
         rng=np.random.default_rng(seed),
     )
     bar.close()
-    gaps = [
-        macro_f1(gold, a.pred, num_labels) - macro_f1(gold, b.pred, num_labels)
-        for a, b in zip(runs, against, strict=True)
-    ]
+    gaps = [macro_f1(gold, a.pred) - macro_f1(gold, b.pred) for a, b in zip(runs, against, strict=True)]
     distribution = result.bootstrap_distribution
     return Comparison(
         pair_gaps=gaps,

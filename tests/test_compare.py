@@ -9,12 +9,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
+import torchmetrics
 from sklearn.metrics import f1_score
 
 from finetune import compare as compare_cli
 from finetune.classification.data import LabelledText
 from finetune.classification.run import write_predictions
-from finetune.compare import CompareError, compare, read_run
+from finetune.compare import CompareError, compare, macro_f1, read_run
 
 LABELS = ["hate", "none", "offensive"]
 
@@ -25,7 +27,9 @@ def write_run(run_dir, gold, pred, eval_file="dev.tsv", labels=LABELS):
     rows = [LabelledText(f"text {i}", None, labels[g], f"{eval_file}:{i + 2}") for i, g in enumerate(gold)]
     probabilities = [[1.0 if j == p else 0.0 for j in range(len(labels))] for p in pred]
     write_predictions(run_dir / "eval_predictions.tsv", rows, labels, list(gold), list(pred), probabilities)
-    macro = f1_score(gold, pred, labels=list(range(len(labels))), average="macro", zero_division=0)
+    # The job's own figure comes from torchmetrics (ClassificationModule.val_macro_f1).
+    metric = torchmetrics.classification.MulticlassF1Score(len(labels), average="macro")
+    macro = float(metric(torch.tensor(pred), torch.tensor(gold)))
     (run_dir / "classification_report.json").write_text(json.dumps({"macro_f1": macro, "labels": labels}))
     return run_dir
 
@@ -44,14 +48,21 @@ def test_gap_is_sklearns_difference_and_a_clear_winner_has_an_interval_above_zer
     result = compare([good], [weak], n_resamples=100)
     expected = f1_score(gold, good.pred, average="macro") - f1_score(gold, weak.pred, average="macro")
     assert result.mean_gap == pytest.approx(expected)
-    # The report's own figure is what the file gives: the reader took the right columns.
-    assert json.loads((good_dir / "classification_report.json").read_text())["macro_f1"] == pytest.approx(
-        f1_score(gold, good.pred, average="macro")
-    )
+    # compare's macro F1 is the job's (torchmetrics) figure, read back from the predictions file.
+    report = json.loads((good_dir / "classification_report.json").read_text())
+    assert macro_f1(good.gold, good.pred) == pytest.approx(report["macro_f1"], abs=1e-6)
     assert 0 < result.low < result.mean_gap < result.high
     assert result.not_ahead == 0.0
     reverse = compare([weak], [good], n_resamples=100)
     assert reverse.mean_gap == pytest.approx(-expected) and reverse.high < 0 and reverse.not_ahead == 1.0
+
+
+def test_a_label_nobody_uses_is_left_out_as_the_jobs_torchmetrics_figure_does(tmp_path):
+    gold, pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # label 2 in neither
+    run = read_run(write_run(tmp_path / "run", gold, pred))
+    report = json.loads((tmp_path / "run" / "classification_report.json").read_text())
+    assert macro_f1(run.gold, run.pred) == pytest.approx(report["macro_f1"], abs=1e-6)
+    assert report["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=[0, 1], average="macro"), abs=1e-6)
 
 
 def test_resamples_are_paired_identical_runs_differ_by_exactly_zero(tmp_path):
@@ -69,7 +80,7 @@ def test_bootstrap_distribution_matches_exhaustive_enumeration_on_a_tiny_file(tm
     b = np.array([0, 2, 2, 1])
 
     def gap(idx):
-        f = lambda pred: f1_score(gold[idx], pred[idx], labels=[0, 1, 2], average="macro", zero_division=0)  # noqa: E731
+        f = lambda pred: f1_score(gold[idx], pred[idx], average="macro", zero_division=0)  # noqa: E731
         return f(a) - f(b)
 
     exact = np.array([gap(list(idx)) for idx in itertools.product(range(4), repeat=4)])
