@@ -33,7 +33,7 @@ from scipy.stats import bootstrap
 from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
-from finetune.classification.run import PREDICTIONS_TSV, REPORT_JSON, TEST_PREDICTIONS_TSV
+from finetune.classification.outputs import PREDICTIONS_TSV, REPORT_JSON, TEST_PREDICTIONS_TSV
 
 PREDICTION_FILES = {"eval": PREDICTIONS_TSV, "test": TEST_PREDICTIONS_TSV}
 

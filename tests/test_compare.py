@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from finetune import compare as compare_cli
 from finetune.classification.data import LabelledText
-from finetune.classification.run import write_predictions
+from finetune.classification.outputs import write_predictions
 from finetune.compare import CompareError, compare, macro_f1, read_run
 
 LABELS = ["hate", "none", "offensive"]

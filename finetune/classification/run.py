@@ -53,17 +53,20 @@ from finetune.classification.metrics import (
     plot_confusion_matrix,
 )
 from finetune.classification.module import POOLING_CHOICES, ClassificationEvaluation, ClassificationModule
+from finetune.classification.outputs import (
+    CONFUSION_PNG,
+    PREDICTIONS_TSV,
+    REPORT_JSON,
+    REPORT_TEXT,
+    TEST_CONFUSION_PNG,
+    TEST_PREDICTIONS_TSV,
+    TEST_REPORT_JSON,
+    write_predictions,
+)
 from finetune.job_setup import build_encoder, check_encoder_dropout, resolve_init
 
 log = logging.getLogger(__name__)
 
-REPORT_JSON, REPORT_TEXT = "classification_report.json", "classification_report.txt"
-CONFUSION_PNG, PREDICTIONS_TSV = "confusion_matrix.png", "eval_predictions.tsv"
-TEST_REPORT_JSON, TEST_PREDICTIONS_TSV, TEST_CONFUSION_PNG = (
-    "test_report.json",
-    "test_predictions.tsv",
-    "test_confusion_matrix.png",
-)
 POOLER_CHOICES = ("auto", "true", "false")
 
 
@@ -159,17 +162,6 @@ def class_weights_for(setting, train_rows: list[LabelledText], labels: list[str]
 
 
 # -------------------------------------------------------------------------- report
-def write_predictions(path: Path, rows, labels, gold: list[int], pred: list[int], probabilities) -> Path:
-    """Every prediction as TSV: row, text (and pair), gold, predicted, one probability column per label."""
-    header = ["row", "text", "text_pair", "gold", "predicted", *(f"p_{label}" for label in labels)]
-    lines = ["\t".join(header)]
-    for r, g, p, probs in zip(rows, gold, pred, probabilities, strict=True):
-        clean = [r.row, r.text, r.text_pair or "", labels[g], labels[p], *(f"{x:.4f}" for x in probs)]
-        lines.append("\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in clean))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def write_report(run_dir: Path, scores: dict, labels, name: str, trained_steps: int, prefix: str = "") -> list[Path]:
     json_path = run_dir / (TEST_REPORT_JSON if prefix else REPORT_JSON)
     json_path.write_text(
