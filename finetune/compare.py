@@ -1,106 +1,51 @@
 """Is one encoder better than another downstream, or is it the evaluation file's luck?
 
-    python -m finetune.compare <run> [<run> ...] --against <run> [<run> ...]
+    python -m finetune.compare <run> [<run> ...] --against <run> [<run> ...] [--gold FILE]
 
-Each ``<run>`` is a classification run directory of ``run_finetune.py`` (its
-``eval_predictions.tsv`` and ``classification_report.json``); the runs of the two
-lists are paired in order (e.g. the same seed pretrained and random), and every run
-must have scored the same rows of the same file. Prints each pair's macro-F1 gap,
-then the mean gap over the pairs with a 95 % confidence interval from a paired
-bootstrap over the evaluation rows (Koehn 2004; ``scipy.stats.bootstrap`` with
-``paired=True``: each resample draws the same rows for every run, so what the runs
-share cancels), the share of resamples in which the first list is not ahead, and
-last ``macro_f1_gap: <x>``.
+Each ``<run>`` is a run directory of ``run_finetune.py``: a classification task (hate
+speech, NSMC, KLUE NLI: macro F1 over the evaluation rows) or KLUE NER (entity macro F1
+over the sentences, as KLUE scores it). The runs of the two lists are paired in order
+(e.g. the same seed pretrained and random), and every run must have scored the same rows
+of the same file. Prints each pair's gap, then the mean gap over the pairs with a 95 %
+confidence interval from a paired bootstrap over the evaluation rows or sentences
+(Koehn 2004; ``scipy.stats.bootstrap``: each resample draws the same rows for every
+run, so what the runs share cancels), the share of resamples in which the first list is
+not ahead, and last ``macro_f1_gap: <x>``.
 
 The interval answers "would another file of this size drawn the same way give the
 same verdict" for these trained models; seed-to-seed variation is in the spread of
 the per-pair gaps, which is why several pairs are better than one. ``--split test``
-compares the ``test_predictions.tsv`` of runs that scored a test file.
+compares the test-file predictions of runs that scored one (``task.test_file``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import bootstrap
-from sklearn.metrics import f1_score
-from tqdm.auto import tqdm
 
-from finetune.classification.outputs import PREDICTIONS_TSV, REPORT_JSON, TEST_PREDICTIONS_TSV
+from finetune.scored_runs import SPLITS, CompareError, ScoredRun, macro_f1, read_scored_run
 
-PREDICTION_FILES = {"eval": PREDICTIONS_TSV, "test": TEST_PREDICTIONS_TSV}
+__all__ = ["CompareError", "Comparison", "compare", "macro_f1", "read_scored_run"]
 
 
-class CompareError(ValueError):
-    """Runs that cannot be compared; the message names the file and what to do."""
-
-
-@dataclass(frozen=True)
-class RunPredictions:
-    run_dir: Path
-    labels: list[str]
-    rows: list[str]  # "file:line" of each scored row, in order
-    gold: np.ndarray  # label ids
-    pred: np.ndarray
-
-
-def read_run(run_dir: str | Path, split: str = "eval") -> RunPredictions:
-    """The predictions a classification run wrote for its evaluation (or test) file."""
-    run_dir = Path(run_dir)
-    report, predictions = run_dir / REPORT_JSON, run_dir / PREDICTION_FILES[split]
-    if not report.is_file():
-        hint = (
-            " (a KLUE NER run: only classification runs are compared)"
-            if (run_dir / "ner_report.json").is_file()
-            else ""
-        )
-        raise CompareError(f"{report}: not found{hint}: pass the run_dir: that run_finetune.py printed")
-    labels = json.loads(report.read_text(encoding="utf-8"))["labels"]
-    if not predictions.is_file():
-        what = "scored no test file (task.test_file)" if split == "test" else "wrote no predictions"
-        raise CompareError(f"{predictions}: not found: the run {what}")
-    index = {label: i for i, label in enumerate(labels)}
-    rows, gold, pred = [], [], []
-    with predictions.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line, record in enumerate(reader, start=2):
-            try:
-                gold.append(index[record["gold"]])
-                pred.append(index[record["predicted"]])
-            except KeyError as err:
-                raise CompareError(
-                    f"{predictions}:{line}: label {err.args[0]!r} is not among the run's labels {labels} "
-                    f"({report}): the file is damaged or from another run"
-                ) from None
-            rows.append(record["row"])
-    if not rows:
-        raise CompareError(f"{predictions}: no predictions")
-    return RunPredictions(run_dir, labels, rows, np.array(gold), np.array(pred))
-
-
-def check_comparable(runs: Sequence[RunPredictions]) -> None:
+def check_comparable(runs: Sequence[ScoredRun]) -> None:
     first = runs[0]
     for run in runs[1:]:
-        if run.labels != first.labels:
-            raise CompareError(f"{run.run_dir} has labels {run.labels}, {first.run_dir} {first.labels}: not one task")
-        if run.rows != first.rows or not np.array_equal(run.gold, first.gold):
+        if (run.task, run.classes) != (first.task, first.classes):
             raise CompareError(
-                f"{run.run_dir} and {first.run_dir} scored different rows ({run.rows[0]} ... against "
-                f"{first.rows[0]} ...): compare runs evaluated on the same file"
+                f"{run.run_dir} is a {run.task} run over {run.classes}, {first.run_dir} a {first.task} run over "
+                f"{first.classes}: not one task"
             )
-
-
-def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
-    # Over the labels that occur in gold or predictions, as the job's own figure (torchmetrics)
-    # counts them: a label absent from both is left out, not scored 0.
-    return float(f1_score(gold, pred, average="macro", zero_division=0))
+        if run.units != first.units or not np.array_equal(run.gold_counts, first.gold_counts):
+            raise CompareError(
+                f"{run.run_dir} and {first.run_dir} scored different rows ({run.units[0]} ... against "
+                f"{first.units[0]} ...): compare runs evaluated on the same file"
+            )
 
 
 @dataclass(frozen=True)
@@ -114,44 +59,42 @@ class Comparison:
 
 
 def compare(
-    runs: Sequence[RunPredictions],
-    against: Sequence[RunPredictions],
+    runs: Sequence[ScoredRun],
+    against: Sequence[ScoredRun],
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    progress: bool = False,
 ) -> Comparison:
     """Mean macro-F1 gap of ``runs`` over ``against`` (paired in order) and its paired-bootstrap interval."""
     if len(runs) != len(against) or not runs:
         raise CompareError(f"{len(runs)} runs against {len(against)}: pair each run with one of --against")
     check_comparable([*runs, *against])
-    gold = runs[0].gold
+    n_units, k = len(runs[0].units), len(runs)
+    # (units, 2k * classes * 3): a resample's totals are its units' multiplicities times this.
+    per_unit = np.stack([r.counts for r in (*runs, *against)], axis=1).reshape(n_units, -1).astype(np.float64)
 
-    bar = tqdm(total=n_resamples, desc="bootstrap", unit="resample", disable=not progress)
+    def mean_gap(indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        # scipy resamples the unit indices (as it does itself for paired=True); every run's
+        # counts are summed over the same drawn units, so the runs stay paired.
+        indices = np.asarray(indices)
+        flat = indices.reshape(-1, n_units)
+        multiplicity = np.zeros(flat.shape, dtype=np.float64)
+        np.add.at(multiplicity, (np.arange(len(flat))[:, None], flat), 1.0)
+        totals = (multiplicity @ per_unit).reshape(len(flat), 2 * k, *runs[0].counts.shape[1:])
+        scores = macro_f1(totals)
+        gaps = (scores[:, :k] - scores[:, k:]).mean(axis=1)
+        return gaps.reshape(indices.shape[:-1])
 
-    def mean_gap(gold_sample, *predictions):
-        bar.update(1)  # scipy calls this once per resample (vectorized=False)
-        k = len(predictions) // 2
-        return np.mean(
-            [
-                macro_f1(gold_sample, a) - macro_f1(gold_sample, b)
-                for a, b in zip(predictions[:k], predictions[k:], strict=True)
-            ]
-        )
-
-    data = (gold, *(r.pred for r in runs), *(r.pred for r in against))
     result = bootstrap(
-        data,
+        (np.arange(n_units),),
         mean_gap,
-        paired=True,
-        vectorized=False,
+        vectorized=True,
         n_resamples=n_resamples,
         confidence_level=confidence,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    bar.close()
-    gaps = [macro_f1(gold, a.pred) - macro_f1(gold, b.pred) for a, b in zip(runs, against, strict=True)]
+    gaps = [macro_f1(a.counts.sum(0)) - macro_f1(b.counts.sum(0)) for a, b in zip(runs, against, strict=True)]
     distribution = result.bootstrap_distribution
     return Comparison(
         pair_gaps=gaps,
@@ -165,24 +108,29 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Macro-F1 gap between classification runs, with a paired-bootstrap 95 % interval."
+        description="Macro-F1 gap between finetuning runs (classification or KLUE NER), with a paired-bootstrap "
+        "95 %% interval."
     )
     parser.add_argument("runs", nargs="+", help="run directories of run_finetune.py (e.g. pretrained, one per seed)")
     parser.add_argument("--against", nargs="+", required=True, help="the runs to compare with, paired in order")
-    parser.add_argument("--split", choices=sorted(PREDICTION_FILES), default="eval", help="evaluation or test file")
+    parser.add_argument("--split", choices=SPLITS, default="eval", help="evaluation or test file")
+    parser.add_argument(
+        "--gold", help="KLUE NER: the file the runs scored, for runs whose report does not name it (older runs)"
+    )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     args = parser.parse_args(argv)
     try:
-        runs = [read_run(r, args.split) for r in args.runs]
-        against = [read_run(r, args.split) for r in args.against]
-        result = compare(runs, against, args.resamples, args.seed, progress=True)
+        runs = [read_scored_run(r, args.split, args.gold) for r in args.runs]
+        against = [read_scored_run(r, args.split, args.gold) for r in args.against]
+        result = compare(runs, against, args.resamples, args.seed)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{len(runs[0].rows)} rows of {runs[0].rows[0].rsplit(':', 1)[0]}, {args.resamples} paired resamples")
+    first, unit = runs[0], "rows" if runs[0].task == "classification" else "sentences"
+    print(f"{first.task}: {len(first.units)} {unit} of {first.source}, {args.resamples} paired resamples")
     for run, other, gap in zip(runs, against, result.pair_gaps, strict=True):
-        print(f"{run.run_dir} - {other.run_dir}: {100 * gap:+.1f} macro F1")
+        print(f"{run.run_dir} - {other.run_dir}: {100 * gap:+.1f} {first.metric}")
     print(f"mean gap {100 * result.mean_gap:+.1f}, 95 % CI [{100 * result.low:+.1f}, {100 * result.high:+.1f}]")
     print(f"resamples where the first runs are not ahead: {result.not_ahead:.3f}")
     print(f"macro_f1_gap: {result.mean_gap:.4f}")

@@ -1,6 +1,7 @@
-"""finetune.compare: the macro-F1 gap between classification runs and its paired-bootstrap
-interval, checked against scikit-learn and against an exhaustive enumeration of every
-resample of a tiny file; runs that cannot be compared are refused naming the file."""
+"""finetune.compare: the macro-F1 gap between finetuning runs (classification and KLUE NER)
+and its paired-bootstrap interval, checked against scikit-learn, seqeval and an exhaustive
+enumeration of every resample of a tiny file; runs that cannot be compared are refused
+naming the file."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from sklearn.metrics import f1_score
 from finetune import compare as compare_cli
 from finetune.classification.data import LabelledText
 from finetune.classification.outputs import write_predictions
-from finetune.compare import CompareError, compare, macro_f1, read_run
+from finetune.compare import CompareError, compare
+from finetune.ner.klue_ner import NerSentence, format_klue_ner, read_klue_ner
+from finetune.ner.metrics import entity_counts, entity_f1, klue_ner_metrics
+from finetune.scored_runs import macro_f1, read_scored_run
 
 LABELS = ["hate", "none", "offensive"]
 
@@ -34,6 +38,12 @@ def write_run(run_dir, gold, pred, eval_file="dev.tsv", labels=LABELS):
     return run_dir
 
 
+def gold_and_pred(run):
+    """Label ids back from a classification run's counts: each row has one gold and one predicted label."""
+    tp, fp, fn = run.counts[..., 0], run.counts[..., 1], run.counts[..., 2]
+    return (tp + fn).argmax(1), (tp + fp).argmax(1)
+
+
 def random_runs(tmp_path, n=200, seed=0):
     rng = np.random.default_rng(seed)
     gold = rng.integers(0, 3, n)
@@ -44,13 +54,16 @@ def random_runs(tmp_path, n=200, seed=0):
 
 def test_gap_is_sklearns_difference_and_a_clear_winner_has_an_interval_above_zero(tmp_path):
     gold, good_dir, weak_dir = random_runs(tmp_path)
-    good, weak = read_run(good_dir), read_run(weak_dir)
+    good, weak = read_scored_run(good_dir), read_scored_run(weak_dir)
     result = compare([good], [weak], n_resamples=100)
-    expected = f1_score(gold, good.pred, average="macro") - f1_score(gold, weak.pred, average="macro")
+    expected = f1_score(gold, gold_and_pred(good)[1], average="macro") - f1_score(
+        gold, gold_and_pred(weak)[1], average="macro"
+    )
     assert result.mean_gap == pytest.approx(expected)
     # compare's macro F1 is the job's (torchmetrics) figure, read back from the predictions file.
     report = json.loads((good_dir / "classification_report.json").read_text())
-    assert macro_f1(good.gold, good.pred) == pytest.approx(report["macro_f1"], abs=1e-6)
+    assert macro_f1(good.counts.sum(0)) == pytest.approx(report["macro_f1"], abs=1e-6)
+    assert np.array_equal(gold_and_pred(good)[0], gold)
     assert 0 < result.low < result.mean_gap < result.high
     assert result.not_ahead == 0.0
     reverse = compare([weak], [good], n_resamples=100)
@@ -59,17 +72,17 @@ def test_gap_is_sklearns_difference_and_a_clear_winner_has_an_interval_above_zer
 
 def test_a_label_nobody_uses_is_left_out_as_the_jobs_torchmetrics_figure_does(tmp_path):
     gold, pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # label 2 in neither
-    run = read_run(write_run(tmp_path / "run", gold, pred))
+    run = read_scored_run(write_run(tmp_path / "run", gold, pred))
     report = json.loads((tmp_path / "run" / "classification_report.json").read_text())
-    assert macro_f1(run.gold, run.pred) == pytest.approx(report["macro_f1"], abs=1e-6)
+    assert macro_f1(run.counts.sum(0)) == pytest.approx(report["macro_f1"], abs=1e-6)
     assert report["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=[0, 1], average="macro"), abs=1e-6)
 
 
 def test_resamples_are_paired_identical_runs_differ_by_exactly_zero(tmp_path):
     # Unpaired resampling (each run its own rows) would give a spread around 0; paired gives 0 every time.
     gold, good_dir, _ = random_runs(tmp_path)
-    twin = write_run(tmp_path / "twin", gold, read_run(good_dir).pred)
-    result = compare([read_run(good_dir)], [read_run(twin)], n_resamples=100)
+    twin = write_run(tmp_path / "twin", gold, gold_and_pred(read_scored_run(good_dir))[1])
+    result = compare([read_scored_run(good_dir)], [read_scored_run(twin)], n_resamples=100)
     assert np.all(result.resamples == 0.0) and result.low == result.high == 0.0
 
 
@@ -85,7 +98,9 @@ def test_bootstrap_distribution_matches_exhaustive_enumeration_on_a_tiny_file(tm
 
     exact = np.array([gap(list(idx)) for idx in itertools.product(range(4), repeat=4)])
     result = compare(
-        [read_run(write_run(tmp_path / "a", gold, a))], [read_run(write_run(tmp_path / "b", gold, b))], n_resamples=1500
+        [read_scored_run(write_run(tmp_path / "a", gold, a))],
+        [read_scored_run(write_run(tmp_path / "b", gold, b))],
+        n_resamples=1500,
     )
     assert result.resamples.mean() == pytest.approx(exact.mean(), abs=0.02)
     assert result.resamples.std() == pytest.approx(exact.std(), rel=0.1)
@@ -94,7 +109,7 @@ def test_bootstrap_distribution_matches_exhaustive_enumeration_on_a_tiny_file(tm
 
 def test_pairs_average_and_the_seed_fixes_the_interval(tmp_path):
     gold, good_dir, weak_dir = random_runs(tmp_path)
-    good, weak = read_run(good_dir), read_run(weak_dir)
+    good, weak = read_scored_run(good_dir), read_scored_run(weak_dir)
     result = compare([good, weak], [weak, weak], n_resamples=50, seed=3)
     assert result.pair_gaps[1] == 0.0 and result.mean_gap == pytest.approx(result.pair_gaps[0] / 2)
     again = compare([good, weak], [weak, weak], n_resamples=50, seed=3)
@@ -105,16 +120,15 @@ def test_runs_that_cannot_be_compared_are_refused_naming_the_file(tmp_path):
     gold, good_dir, _ = random_runs(tmp_path)
     other_file = write_run(tmp_path / "other", gold, gold, eval_file="test.tsv")
     with pytest.raises(CompareError, match="scored different rows .*same file"):
-        compare([read_run(good_dir)], [read_run(other_file)])
+        compare([read_scored_run(good_dir)], [read_scored_run(other_file)])
     with pytest.raises(CompareError, match="1 runs against 2"):
-        compare([read_run(good_dir)], [read_run(good_dir), read_run(other_file)])
-    ner = tmp_path / "ner"
-    ner.mkdir()
-    (ner / "ner_report.json").write_text("{}")
-    with pytest.raises(CompareError, match=r"classification_report.json: not found \(a KLUE NER run"):
-        read_run(ner)
+        compare([read_scored_run(good_dir)], [read_scored_run(good_dir), read_scored_run(other_file)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CompareError, match=r"empty: neither classification_report.json nor ner_report.json"):
+        read_scored_run(empty)
     with pytest.raises(CompareError, match=r"test_predictions.tsv: not found: the run scored no test file"):
-        read_run(good_dir, split="test")
+        read_scored_run(good_dir, split="test")
     damaged = tmp_path / "damaged"
     write_run(damaged, gold[:3], gold[:3])
     lines = (damaged / "eval_predictions.tsv").read_text().splitlines()
@@ -123,18 +137,149 @@ def test_runs_that_cannot_be_compared_are_refused_naming_the_file(tmp_path):
     )
     (damaged / "eval_predictions.tsv").write_text("\n".join(lines) + "\n")
     with pytest.raises(CompareError, match=r"eval_predictions.tsv:3: label 'spam' is not among the run's labels"):
-        read_run(damaged)
+        read_scored_run(damaged)
 
 
 def test_cli_prints_pairs_interval_and_the_gap_last(tmp_path, capsys):
     gold, good_dir, weak_dir = random_runs(tmp_path)
     assert compare_cli.main([str(good_dir), "--against", str(weak_dir), "--resamples", "100"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0].startswith("200 rows of dev.tsv, 100 paired resamples")
+    assert out[0].startswith("classification: 200 rows of dev.tsv, 100 paired resamples")
     assert "95 % CI [" in out[-3]
-    expected = f1_score(gold, read_run(good_dir).pred, average="macro") - f1_score(
-        gold, read_run(weak_dir).pred, average="macro"
+    expected = f1_score(gold, gold_and_pred(read_scored_run(good_dir))[1], average="macro") - f1_score(
+        gold, gold_and_pred(read_scored_run(weak_dir))[1], average="macro"
     )
     assert out[-1] == f"macro_f1_gap: {expected:.4f}"
     assert compare_cli.main([str(tmp_path / "missing"), "--against", str(weak_dir)]) == 1
-    assert "missing/classification_report.json: not found" in capsys.readouterr().err
+    assert "missing: neither classification_report.json nor ner_report.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ KLUE NER
+NER_TYPES = ("PS", "LC")
+
+
+def random_tags(rng, length, flip=0.0, gold=None):
+    """BIO tags over ``length`` characters; with ``gold``, a copy whose tags change with chance ``flip``
+    (to any tag, so predictions also hold I- without B-, which strict IOB2 does not count as a span)."""
+    tags = ["O", *(f"{p}-{t}" for t in NER_TYPES for p in "BI")]
+    if gold is None:
+        out, i = [], 0
+        while i < length:
+            if rng.random() < 0.3:
+                span = min(int(rng.integers(1, 4)), length - i)
+                entity_type = NER_TYPES[int(rng.integers(len(NER_TYPES)))]
+                out += [f"B-{entity_type}", *[f"I-{entity_type}"] * (span - 1)]
+                i += span
+            else:
+                out.append("O")
+                i += 1
+        return out
+    return [tags[int(rng.integers(len(tags)))] if rng.random() < flip else g for g in gold]
+
+
+def ner_sentences(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    sentences = []
+    for i in range(n):
+        text = "".join(" " if rng.random() < 0.2 else "가나다라마"[int(rng.integers(5))] for _ in range(12))
+        sentences.append(NerSentence(f"dev_{i:03d}", text, random_tags(rng, len(text))))
+    return sentences
+
+
+def write_ner_run(run_dir, gold_file, predicted, name_the_file=True):
+    """A KLUE NER run directory as run_finetune.py leaves it: report naming the scored file, predictions."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "eval_predictions.tsv").write_text(format_klue_ner(predicted), encoding="utf-8")
+    texts = [s.text for s in predicted]
+    gold = {s.id: s for s in read_klue_ner(gold_file)}
+    metrics = klue_ner_metrics(texts, [gold[s.id].tags for s in predicted], [s.tags for s in predicted])
+    report = {"entity_macro_f1": metrics["entity_macro_f1"]}
+    if name_the_file:
+        report["eval_file"] = str(gold_file)
+    (run_dir / "ner_report.json").write_text(json.dumps(report), encoding="utf-8")
+    return run_dir
+
+
+def predicted(run_dir):
+    return read_klue_ner(run_dir / "eval_predictions.tsv")
+
+
+def ner_runs(tmp_path, seed=0):
+    rng = np.random.default_rng(seed)
+    gold = ner_sentences()
+    gold_file = tmp_path / "dev.tsv"
+    gold_file.write_text(format_klue_ner(gold), encoding="utf-8")
+    good = [NerSentence(s.id, s.text, random_tags(rng, len(s.text), 0.1, s.tags)) for s in gold]
+    weak = [NerSentence(s.id, s.text, random_tags(rng, len(s.text), 0.5, s.tags)) for s in gold]
+    return (
+        gold,
+        gold_file,
+        write_ner_run(tmp_path / "good", gold_file, good),
+        write_ner_run(tmp_path / "weak", gold_file, weak),
+    )
+
+
+def test_entity_counts_give_seqeval_macro_f1_for_any_resample_of_sentences():
+    """Summed per-sentence counts equal seqeval's strict macro F1 on the resampled sentence list (brute force)."""
+    rng = np.random.default_rng(1)
+    gold = [random_tags(rng, 10) for _ in range(12)]
+    pred = [random_tags(rng, 10, 0.3, g) for g in gold]
+    types, counts = entity_counts(gold, pred, NER_TYPES)
+    assert types == list(NER_TYPES)
+    assert macro_f1(counts.sum(0)) == pytest.approx(entity_f1(gold, pred))
+    for _ in range(30):
+        idx = rng.integers(0, len(gold), len(gold))  # with repeats, as a bootstrap draws
+        expected = entity_f1([gold[i] for i in idx], [pred[i] for i in idx])
+        assert macro_f1(counts[idx].sum(0)) == pytest.approx(expected)
+    # A type that occurs in neither gold nor predictions is left out, as seqeval leaves it out.
+    only_ps = [["B-PS", "I-PS", "O"]], [["B-PS", "O", "O"]]
+    assert macro_f1(entity_counts(*only_ps, NER_TYPES)[1].sum(0)) == entity_f1(*only_ps) == 0.0
+
+
+def test_ner_runs_read_back_to_the_jobs_entity_macro_f1_and_compare(tmp_path):
+    gold, gold_file, good_dir, weak_dir = ner_runs(tmp_path)
+    good, weak = read_scored_run(good_dir), read_scored_run(weak_dir)
+    for run, run_dir in ((good, good_dir), (weak, weak_dir)):
+        report = json.loads((run_dir / "ner_report.json").read_text())
+        assert macro_f1(run.counts.sum(0)) == pytest.approx(report["entity_macro_f1"])
+    assert good.task == "KLUE NER" and good.units == [s.id for s in gold]
+    result = compare([good], [weak], n_resamples=200)
+    expected = (
+        json.loads((good_dir / "ner_report.json").read_text())["entity_macro_f1"]
+        - json.loads((weak_dir / "ner_report.json").read_text())["entity_macro_f1"]
+    )
+    assert result.mean_gap == pytest.approx(expected)
+    assert 0 < result.low < result.mean_gap < result.high
+    # Paired over sentences: a run against its own predictions differs by exactly 0 in every resample.
+    twin = compare([good], [read_scored_run(write_ner_run(tmp_path / "twin", gold_file, predicted(good_dir)))])
+    assert np.all(twin.resamples == 0.0)
+
+
+def test_ner_runs_that_cannot_be_read_or_compared_say_what_to_pass(tmp_path, capsys):
+    gold, gold_file, good_dir, weak_dir = ner_runs(tmp_path)
+    old = write_ner_run(tmp_path / "old", gold_file, predicted(good_dir), name_the_file=False)
+    with pytest.raises(CompareError, match=r"old/ner_report.json does not name the file .*pass --gold"):
+        read_scored_run(old)
+    assert macro_f1(read_scored_run(old, gold_file=gold_file).counts.sum(0)) == pytest.approx(
+        macro_f1(read_scored_run(good_dir).counts.sum(0))
+    )
+    other = tmp_path / "other.tsv"
+    other.write_text(format_klue_ner(ner_sentences(seed=5)), encoding="utf-8")
+    with pytest.raises(CompareError, match=r"sentence 'dev_000' has another text in .*other.tsv: the run scored"):
+        read_scored_run(good_dir, gold_file=other)
+    moved = tmp_path / "moved"
+    write_ner_run(moved, gold_file, predicted(good_dir))
+    gold_file.rename(tmp_path / "dev-moved.tsv")
+    with pytest.raises(CompareError, match=r"dev.tsv \(the gold file of .*\): not found: pass --gold"):
+        read_scored_run(moved)
+    _, classification_dir, _ = random_runs(tmp_path / "classification")
+    with pytest.raises(CompareError, match="not one task"):
+        compare(
+            [read_scored_run(classification_dir)], [read_scored_run(weak_dir, gold_file=tmp_path / "dev-moved.tsv")]
+        )
+    # The command line: --gold for runs whose report names no file; the metric is named.
+    argv = [str(old), "--against", str(weak_dir), "--gold", str(tmp_path / "dev-moved.tsv"), "--resamples", "50"]
+    assert compare_cli.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("KLUE NER: 30 sentences of") and "entity macro F1" in out[1]
+    assert out[-1].startswith("macro_f1_gap: ")

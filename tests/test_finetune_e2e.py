@@ -21,6 +21,7 @@ from finetune.classification.run import check_classification_config
 from finetune.job_setup import build_encoder, check_finetune_overrides, setup_finetune_hydra
 from finetune.ner import export as ner_export
 from finetune.ner.run import build_module, check_finetune_config, finetune
+from finetune.scored_runs import macro_f1, read_scored_run
 from tests.conftest import REPO_ROOT
 
 EXPERIMENT = "bert-lm-klue-ner"
@@ -101,6 +102,9 @@ def test_run_dir_holds_report_confusion_predictions_and_export(cli_run):
     export = torch.load(run_dir / "ner_export" / "ner_model.pt", map_location="cpu", weights_only=True)
     assert export["head"] == "crf" and export["labels"][-1] == "O"
     assert not (run_dir / "ner_export" / "model.safetensors").exists(), "only tokenizer files are copied"
+    # The report names the scored file, so finetune.compare reads the run back to the same figure.
+    assert report["eval_file"] == str(REPO_ROOT / "finetune" / "sample" / "klue-ner-sample-dev.tsv")
+    assert macro_f1(read_scored_run(run_dir).counts.sum(0)) == pytest.approx(report["entity_macro_f1"], abs=1e-9)
 
 
 def test_mlflow_has_the_run_with_metrics_and_artifacts(cli_run, pretrained_run):
@@ -284,3 +288,6 @@ def test_ner_test_file_is_scored_once_with_the_exported_model(tmp_path, pretrain
     # Here the test file is the evaluation file, so the one test scoring equals the final validation.
     assert scores["test_entity_macro_f1"] == pytest.approx(scores["entity_macro_f1"])
     assert (run_dir / "test_predictions.tsv").is_file()
+    test_run = read_scored_run(run_dir, split="test")
+    assert test_run.source == str(sample_dev) and test_run.units == read_scored_run(run_dir).units
+    assert macro_f1(test_run.counts.sum(0)) == pytest.approx(report["test_entity_macro_f1"], abs=1e-9)

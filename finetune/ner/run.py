@@ -38,6 +38,17 @@ from finetune.ner.export import NER_EXPORT_DIR, load_ner_export, save_ner_export
 from finetune.ner.klue_ner import NerSentence, format_klue_ner, read_klue_ner
 from finetune.ner.metrics import klue_ner_metrics, plot_entity_confusion
 from finetune.ner.module import HEADS, NerEvaluation, NerModule
+from finetune.ner.outputs import (
+    CONFUSION_PNG,
+    EVAL_FILE_KEY,
+    LABELS_KEY,
+    PREDICTIONS_TSV,
+    REPORT_JSON,
+    REPORT_TEXT,
+    TEST_FILE_KEY,
+    TEST_PREDICTIONS_TSV,
+    TEST_REPORT_JSON,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +58,6 @@ TASK_FILE_NAMES = (
     ("klue-ner-v1.1_split-train.tsv", "klue-ner-v1.1_split-dev.tsv"),
     ("klue-ner-v1.1_train.tsv", "klue-ner-v1.1_dev.tsv"),
 )
-REPORT_JSON, REPORT_TEXT = "ner_report.json", "ner_report.txt"
-CONFUSION_PNG, PREDICTIONS_TSV = "entity_confusion.png", "eval_predictions.tsv"
-TEST_REPORT_JSON, TEST_PREDICTIONS_TSV = "test_report.json", "test_predictions.tsv"
 
 
 # --------------------------------------------------------------------------- checks
@@ -154,9 +162,12 @@ def format_entity_report(report: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(evaluation: NerEvaluation, run_dir: Path, trained_steps: int) -> list[Path]:
+def write_report(
+    evaluation: NerEvaluation, run_dir: Path, trained_steps: int, eval_file: Path, labels: list[str]
+) -> list[Path]:
     """Per-type table (JSON + text), entity confusion PNG and the predicted tags in
-    KLUE TSV format (for error analysis) in ``run_dir``; returns the paths."""
+    KLUE TSV format (for error analysis) in ``run_dir``; returns the paths. The report
+    names the scored file and tag set, where ``finetune.compare`` finds the gold tags."""
     metrics = evaluation.metrics
     scores = {k: metrics[k] for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
     table = format_entity_report(metrics["report"])
@@ -168,6 +179,8 @@ def write_report(evaluation: NerEvaluation, run_dir: Path, trained_steps: int) -
         "sentences": len(evaluation.texts),
         "skipped": evaluation.skipped,
         "trained_steps": trained_steps,
+        EVAL_FILE_KEY: str(Path(eval_file).resolve()),
+        LABELS_KEY: list(labels),
         "per_type": metrics["report"],
         "confusion": metrics["confusion"].as_dict(),
     }
@@ -230,7 +243,7 @@ def finetune(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, flo
         raise RuntimeError("the final validation scored nothing: check trainer.limit_val_batches")
 
     print(format_entity_report(evaluation.metrics["report"]))
-    report_files = write_report(evaluation, run_dir, trained_steps)
+    report_files = write_report(evaluation, run_dir, trained_steps, files["eval"], list(cfg.task.labels))
     export_dir = save_ner_export(
         module.tagger, encoder.tokenizer_dir, run_dir / NER_EXPORT_DIR, max_len=cfg.task.max_len, stride=cfg.task.stride
     )
@@ -260,7 +273,13 @@ def score_test_file(cfg: DictConfig, export_dir: Path, run_dir: Path) -> tuple[d
     print("test file:\n" + format_entity_report(metrics["report"]))
     scores = {f"test_{k}": float(metrics[k]) for k in ("entity_macro_f1", "entity_micro_f1", "char_macro_f1")}
     report = run_dir / TEST_REPORT_JSON
-    report.write_text(json.dumps({**scores, "per_type": metrics["report"]}, indent=2) + "\n", encoding="utf-8")
+    content = {
+        **scores,
+        TEST_FILE_KEY: str(path.resolve()),
+        LABELS_KEY: list(cfg.task.labels),
+        "per_type": metrics["report"],
+    }
+    report.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tsv = run_dir / TEST_PREDICTIONS_TSV
     tsv.write_text(
         format_klue_ner([NerSentence(s.id, s.text, p) for s, p in zip(sentences, predicted, strict=True)]),

@@ -1,0 +1,171 @@
+"""A finetuning run's predictions, read back from its directory as what a macro F1 is made of.
+
+Every task's macro F1 is a mean over classes of 2tp / (2tp + fp + fn), over the classes
+that occur in gold or predictions: the labels of a classification task (as torchmetrics
+and scikit-learn count them), the entity types of KLUE NER (as seqeval counts exact
+spans). So a run reads back as ``counts[unit, class] = (tp, fp, fn)``, one unit per
+evaluation row or sentence: summed over any resample of the units they give that
+resample's macro F1 exactly, which is what :mod:`finetune.compare` bootstraps.
+
+* classification runs: ``eval_predictions.tsv`` (gold and predicted label of each row)
+  and ``classification_report.json`` (the label list);
+* KLUE NER runs: ``eval_predictions.tsv`` holds predicted tags only, in KLUE's format;
+  the gold tags are in the file the run scored, which ``ner_report.json`` names (runs
+  from before that key need ``gold_file``). Sentences are matched by id and text, and
+  scored on characters other than the space, as the job scores them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from finetune.classification import outputs as classification_outputs
+from finetune.ner import outputs as ner_outputs
+from finetune.ner.klue_ner import KLUE_NER_LABELS, KlueFormatError, read_klue_ner
+from finetune.ner.metrics import drop_whitespace, entity_counts
+
+SPLITS = ("eval", "test")
+
+
+class CompareError(ValueError):
+    """Runs that cannot be read or compared; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    run_dir: Path
+    task: str  # "classification" or "KLUE NER"
+    metric: str  # what the macro F1 is over, for printing
+    source: str  # the scored file
+    classes: list[str]  # labels, or entity types
+    units: list[str]  # "file:line" of each row, or each sentence's id, in order
+    counts: np.ndarray  # (units, classes, 3): tp, fp, fn of each class in each unit
+
+    @property
+    def gold_counts(self) -> np.ndarray:
+        """(units, classes): gold occurrences (tp + fn), which runs of one file share."""
+        return self.counts[..., 0] + self.counts[..., 2]
+
+
+def macro_f1(totals: np.ndarray) -> np.ndarray | float:
+    """Macro F1 from summed ``(..., classes, 3)`` counts, over the classes that occur
+    (tp + fp + fn > 0); a class that occurs with no true positive scores 0."""
+    totals = np.asarray(totals, dtype=np.float64)
+    tp, fp, fn = totals[..., 0], totals[..., 1], totals[..., 2]
+    occurs = (tp + fp + fn) > 0
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=occurs)
+    score = f1.sum(-1) / np.maximum(occurs.sum(-1), 1)
+    return float(score) if np.ndim(score) == 0 else score
+
+
+def classification_counts(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """(rows, labels, 3) counts of single-label predictions (label ids)."""
+    gold, pred = np.asarray(gold)[:, None], np.asarray(pred)[:, None]
+    label = np.arange(n_labels)[None, :]
+    tp = (gold == label) & (pred == label)
+    fp = (pred == label) & (gold != label)
+    fn = (gold == label) & (pred != label)
+    return np.stack([tp, fp, fn], axis=-1).astype(np.int64)
+
+
+def read_scored_run(run_dir: str | Path, split: str = "eval", gold_file: str | Path | None = None) -> ScoredRun:
+    """The run's predictions for its evaluation (or test) file, whichever task it finetuned."""
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise CompareError(f"split must be one of {SPLITS}, got {split!r}")
+    if (run_dir / ner_outputs.REPORT_JSON).is_file():
+        return read_ner_run(run_dir, split, gold_file)
+    if (run_dir / classification_outputs.REPORT_JSON).is_file():
+        return read_classification_run(run_dir, split)
+    raise CompareError(
+        f"{run_dir}: neither {classification_outputs.REPORT_JSON} nor {ner_outputs.REPORT_JSON} found: "
+        "pass the run_dir: that run_finetune.py printed"
+    )
+
+
+def _prediction_file(run_dir: Path, split: str, eval_name: str, test_name: str) -> Path:
+    path = run_dir / (eval_name if split == "eval" else test_name)
+    if not path.is_file():
+        what = "scored no test file (task.test_file)" if split == "test" else "wrote no predictions"
+        raise CompareError(f"{path}: not found: the run {what}")
+    return path
+
+
+def read_classification_run(run_dir: Path, split: str = "eval") -> ScoredRun:
+    report = run_dir / classification_outputs.REPORT_JSON
+    labels = json.loads(report.read_text(encoding="utf-8"))["labels"]
+    predictions = _prediction_file(
+        run_dir, split, classification_outputs.PREDICTIONS_TSV, classification_outputs.TEST_PREDICTIONS_TSV
+    )
+    index = {label: i for i, label in enumerate(labels)}
+    rows, gold, pred = [], [], []
+    with predictions.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for line, record in enumerate(reader, start=2):
+            try:
+                gold.append(index[record["gold"]])
+                pred.append(index[record["predicted"]])
+            except KeyError as err:
+                raise CompareError(
+                    f"{predictions}:{line}: label {err.args[0]!r} is not among the run's labels {labels} "
+                    f"({report}): the file is damaged or from another run"
+                ) from None
+            rows.append(record["row"])
+    if not rows:
+        raise CompareError(f"{predictions}: no predictions")
+    source = rows[0].rsplit(":", 1)[0]
+    counts = classification_counts(np.array(gold), np.array(pred), len(labels))
+    return ScoredRun(run_dir, "classification", "macro F1", source, list(labels), rows, counts)
+
+
+def entity_types(labels: list[str]) -> list[str]:
+    """The entity types of a BIO tag set, in first-seen order (``B-PS``, ``I-PS`` -> ``PS``)."""
+    return list(dict.fromkeys(tag.split("-", 1)[1] for tag in labels if "-" in tag))
+
+
+def read_ner_run(run_dir: Path, split: str = "eval", gold_file: str | Path | None = None) -> ScoredRun:
+    report_path = run_dir / (ner_outputs.REPORT_JSON if split == "eval" else ner_outputs.TEST_REPORT_JSON)
+    predictions = _prediction_file(run_dir, split, ner_outputs.PREDICTIONS_TSV, ner_outputs.TEST_PREDICTIONS_TSV)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    labels = report.get(ner_outputs.LABELS_KEY) or list(KLUE_NER_LABELS)
+    file_key = ner_outputs.EVAL_FILE_KEY if split == "eval" else ner_outputs.TEST_FILE_KEY
+    gold_path = Path(gold_file) if gold_file else report.get(file_key) and Path(report[file_key])
+    if not gold_path:
+        raise CompareError(
+            f"{report_path} does not name the file the run scored (a run from before '{file_key}' was "
+            "recorded): pass --gold <the KLUE NER TSV it scored>"
+        )
+    if not gold_path.is_file():
+        raise CompareError(f"{gold_path} (the gold file of {report_path}): not found: pass --gold <its new path>")
+    try:
+        predicted = read_klue_ner(predictions, labels)
+        gold_sentences = read_klue_ner(gold_path, labels)
+    except KlueFormatError as err:
+        raise CompareError(str(err)) from None
+    by_id = {}
+    for sentence in gold_sentences:
+        if sentence.id in by_id:
+            raise CompareError(f"{gold_path}: sentence id {sentence.id!r} occurs twice: ids must name one sentence")
+        by_id[sentence.id] = sentence
+    gold_tags = []
+    for sentence in predicted:
+        match = by_id.get(sentence.id)
+        if match is None or match.text != sentence.text:
+            problem = "is not in" if match is None else "has another text in"
+            raise CompareError(
+                f"{predictions}: sentence {sentence.id!r} {problem} {gold_path}: the run scored another file; "
+                "pass --gold <the file it scored>"
+            )
+        gold_tags.append(match.tags)
+    if not predicted:
+        raise CompareError(f"{predictions}: no sentences")
+    texts = [s.text for s in predicted]
+    types, counts = entity_counts(
+        drop_whitespace(texts, gold_tags), drop_whitespace(texts, [s.tags for s in predicted]), entity_types(labels)
+    )
+    return ScoredRun(run_dir, "KLUE NER", "entity macro F1", str(gold_path), types, [s.id for s in predicted], counts)
