@@ -66,16 +66,15 @@ from bert_lm.data.pretraining_examples import PretrainingDataset, mix_seed
 from bert_lm.data.token_cache import build_token_cache
 from bert_lm.models.bert import BertForPreTraining
 from bert_lm.tokenizer.loading import load_tokenizer
+from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, experiment_id
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.encoder_loading import load_pretrained_model, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
-from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, MLFLOW_RUN_ID_FILE
+from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "bert-lm-evaluation"
-# conf/logger/mlflow.yaml's store and artifact root, where run.py logs.
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "cache"
 # What a pretraining run directory holds about its settings: the resolved config that
 # pretraining_run.log_artifacts writes at the end, else Hydra's own (unresolved) copy.
@@ -375,20 +374,10 @@ def evaluate(
 def log_evaluation(evaluation: Evaluation, tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
     """Record the evaluation as a finished MLflow run in ``bert-lm-evaluation``; returns its run id."""
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is None:
-        # Beside a local store, as run.py keeps its artifacts; a server decides for itself.
-        artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
-        experiment_id = client.create_experiment(
-            EXPERIMENT_NAME, artifact_location=artifacts if tracking_uri.startswith("sqlite:///") else None
-        )
-    else:
-        experiment_id = experiment.experiment_id
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment_id)
+    experiment = experiment_id(client, EXPERIMENT_NAME, tracking_uri)
     model = evaluation.model_path
     run_name = f"{model.parent.name}/{model.name} on {Path(evaluation.params['data']).name}"
-    run = client.create_run(experiment_id, run_name=run_name, tags=evaluation.tags)
+    run = client.create_run(experiment, run_name=run_name, tags=evaluation.tags)
     now = int(time.time() * 1000)
     client.log_batch(
         run.info.run_id,

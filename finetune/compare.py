@@ -10,7 +10,10 @@ of the same file. Prints each pair's gap, then the mean gap over the pairs with 
 confidence interval from a paired bootstrap over the evaluation rows or sentences
 (Koehn 2004; ``scipy.stats.bootstrap``: each resample draws the same rows for every
 run, so what the runs share cancels), the share of resamples in which the first list is
-not ahead, and last ``macro_f1_gap: <x>``.
+not ahead, and last ``macro_f1_gap: <x>``. The comparison is an MLflow run of experiment
+``bert-lm-comparisons`` in the project's store (``--tracking-uri``): the gap, its interval and
+each pair's gap as metrics, the compared runs' MLflow ids as tags, and a histogram of the
+bootstrap distribution.
 
 The interval answers "would another file of this size drawn the same way give the
 same verdict" for these trained models; seed-to-seed variation is in the spread of
@@ -22,13 +25,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import bootstrap
 
+from bert_lm.tracking import DEFAULT_TRACKING_URI, experiment_id, run_id_of
 from finetune.scored_runs import SPLITS, CompareError, ScoredRun, macro_f1, read_scored_run
+
+EXPERIMENT_NAME = "bert-lm-comparisons"
 
 __all__ = ["CompareError", "Comparison", "compare", "macro_f1", "read_scored_run"]
 
@@ -106,6 +115,71 @@ def compare(
     )
 
 
+def log_comparison(
+    result: Comparison,
+    runs: Sequence[ScoredRun],
+    against: Sequence[ScoredRun],
+    split: str,
+    n_resamples: int,
+    seed: int,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+) -> str:
+    """Record the comparison as a finished MLflow run in ``bert-lm-comparisons``; returns its id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from finetune.plots import plot_bootstrap
+
+    client = MlflowClient(tracking_uri)
+    first = runs[0]
+    name = f"{Path(first.run_dir).name} vs {Path(against[0].run_dir).name} ({first.task}, {len(runs)} pairs)"
+    tags = {
+        "task": first.task,
+        # MLflow ids of the compared runs (where their directories name one), to find them in the UI.
+        "runs_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in runs),
+        "against_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in against),
+    }
+    run = client.create_run(experiment_id(client, EXPERIMENT_NAME, tracking_uri), run_name=name, tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric("macro_f1_gap", result.mean_gap, now, 0),
+        Metric("ci_low", result.low, now, 0),
+        Metric("ci_high", result.high, now, 0),
+        Metric("not_ahead", result.not_ahead, now, 0),
+        *(Metric("pair_gap", gap, now, i) for i, gap in enumerate(result.pair_gaps)),
+    ]
+    params = {
+        "metric": first.metric,
+        "split": split,
+        "file": first.source,
+        "units": len(first.units),
+        "pairs": len(runs),
+        "resamples": n_resamples,
+        "seed": seed,
+        # MLflow params hold 6,000 characters; the full lists are in the artifact below.
+        "runs": ",".join(str(r.run_dir) for r in runs)[:6000],
+        "against": ",".join(str(r.run_dir) for r in against)[:6000],
+    }
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        title = f"{first.task}: {len(runs)} pairs, {len(first.units)} {first.unit_name} of {Path(first.source).name}"
+        png = plot_bootstrap(
+            result.resamples, result.mean_gap, result.low, result.high, Path(tmp) / "bootstrap.png", title, first.metric
+        )
+        pairs = Path(tmp) / "pairs.tsv"
+        pairs.write_text(
+            "run\tagainst\tgap\n"
+            + "".join(
+                f"{a.run_dir}\t{b.run_dir}\t{g:.6f}\n" for a, b, g in zip(runs, against, result.pair_gaps, strict=True)
+            ),
+            encoding="utf-8",
+        )
+        client.log_artifact(run.info.run_id, str(png))
+        client.log_artifact(run.info.run_id, str(pairs))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Macro-F1 gap between finetuning runs (classification or KLUE NER), with a paired-bootstrap "
@@ -119,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: the project's)")
     args = parser.parse_args(argv)
     try:
         runs = [read_scored_run(r, args.split, args.gold) for r in args.runs]
@@ -127,12 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    first, unit = runs[0], "rows" if runs[0].task == "classification" else "sentences"
-    print(f"{first.task}: {len(first.units)} {unit} of {first.source}, {args.resamples} paired resamples")
+    run_id = log_comparison(result, runs, against, args.split, args.resamples, args.seed, args.tracking_uri)
+    first = runs[0]
+    print(f"{first.task}: {len(first.units)} {first.unit_name} of {first.source}, {args.resamples} paired resamples")
     for run, other, gap in zip(runs, against, result.pair_gaps, strict=True):
         print(f"{run.run_dir} - {other.run_dir}: {100 * gap:+.1f} {first.metric}")
     print(f"mean gap {100 * result.mean_gap:+.1f}, 95 % CI [{100 * result.low:+.1f}, {100 * result.high:+.1f}]")
     print(f"resamples where the first runs are not ahead: {result.not_ahead:.3f}")
+    print(f"mlflow_run_id: {run_id} (experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
     print(f"macro_f1_gap: {result.mean_gap:.4f}")
     return 0
 

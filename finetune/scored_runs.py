@@ -47,6 +47,10 @@ class ScoredRun:
     counts: np.ndarray  # (units, classes, 3): tp, fp, fn of each class in each unit
 
     @property
+    def unit_name(self) -> str:
+        return "rows" if self.task == "classification" else "sentences"
+
+    @property
     def gold_counts(self) -> np.ndarray:
         """(units, classes): gold occurrences (tp + fn), which runs of one file share."""
         return self.counts[..., 0] + self.counts[..., 2]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchmetrics
+from mlflow.tracking import MlflowClient
 from sklearn.metrics import f1_score
 
 from finetune import compare as compare_cli
@@ -140,17 +141,32 @@ def test_runs_that_cannot_be_compared_are_refused_naming_the_file(tmp_path):
         read_scored_run(damaged)
 
 
-def test_cli_prints_pairs_interval_and_the_gap_last(tmp_path, capsys):
+def test_cli_prints_pairs_interval_and_the_gap_last_and_logs_the_comparison_to_mlflow(tmp_path, capsys):
     gold, good_dir, weak_dir = random_runs(tmp_path)
-    assert compare_cli.main([str(good_dir), "--against", str(weak_dir), "--resamples", "100"]) == 0
+    (good_dir / "mlflow_run_id").write_text("abc123\n")  # as the finetuning job leaves it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert (
+        compare_cli.main([str(good_dir), "--against", str(weak_dir), "--resamples", "100", "--tracking-uri", uri]) == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("classification: 200 rows of dev.tsv, 100 paired resamples")
-    assert "95 % CI [" in out[-3]
+    assert "95 % CI [" in out[-4]
     expected = f1_score(gold, gold_and_pred(read_scored_run(good_dir))[1], average="macro") - f1_score(
         gold, gold_and_pred(read_scored_run(weak_dir))[1], average="macro"
     )
     assert out[-1] == f"macro_f1_gap: {expected:.4f}"
-    assert compare_cli.main([str(tmp_path / "missing"), "--against", str(weak_dir)]) == 1
+    run_id = out[-2].split()[1]
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["macro_f1_gap"] == pytest.approx(expected)
+    assert run.data.metrics["ci_low"] < expected < run.data.metrics["ci_high"]
+    assert run.data.tags["runs_mlflow_ids"] == "abc123" and run.data.tags["against_mlflow_ids"] == "-"
+    assert run.data.params["units"] == "200" and run.data.params["resamples"] == "100"
+    assert {a.path for a in client.list_artifacts(run_id)} == {"bootstrap.png", "pairs.tsv"}
+    png = client.download_artifacts(run_id, "bootstrap.png", str(tmp_path))
+    assert open(png, "rb").read(4) == b"\x89PNG"
+    assert compare_cli.main([str(tmp_path / "missing"), "--against", str(weak_dir), "--tracking-uri", uri]) == 1
     assert "missing: neither classification_report.json nor ner_report.json" in capsys.readouterr().err
 
 
@@ -279,6 +295,7 @@ def test_ner_runs_that_cannot_be_read_or_compared_say_what_to_pass(tmp_path, cap
         )
     # The command line: --gold for runs whose report names no file; the metric is named.
     argv = [str(old), "--against", str(weak_dir), "--gold", str(tmp_path / "dev-moved.tsv"), "--resamples", "50"]
+    argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     assert compare_cli.main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("KLUE NER: 30 sentences of") and "entity macro F1" in out[1]

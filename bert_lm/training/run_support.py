@@ -23,13 +23,13 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.config.hydra_setup import PROJECT_ROOT
 from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 HF_EXPORT_DIR = "hf_export"
-MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 
 class ConfigError(ValueError):
@@ -65,8 +65,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, overrides: list[str]):
     """MLflow logger; a resumed run continues the MLflow run it started."""
     run_id_file = run_dir / MLFLOW_RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    run_name = cfg.logger.get("run_name") or ",".join(
-        o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME)) or "defaults"
+    run_name = (
+        cfg.logger.get("run_name")
+        or ",".join(o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_RUN_NAME))
+        or "defaults"
+    )
     tags = {"mlflow.source.git.commit": _git_commit() or "unknown", "run_dir": str(run_dir)}
     # The logger opens the store (schema migrations on a new file); reading run_id creates the
     # experiment and the run: two jobs starting together on a fresh store would race on each.
@@ -86,7 +89,7 @@ def tracking_store_lock(tracking_uri: str):
     prefix = "sqlite:///"
     if not str(tracking_uri).startswith(prefix):
         return contextlib.nullcontext()
-    return FileLock(f"{str(tracking_uri)[len(prefix):]}.lock")
+    return FileLock(f"{str(tracking_uri)[len(prefix) :]}.lock")
 
 
 def build_trainer(
@@ -98,8 +101,9 @@ def build_trainer(
             continue  # Lightning refuses a progress-bar callback when the bar is off
         overrides = {"dirpath": str(checkpoint_dir)} if name == "model_checkpoint" else {}
         callbacks.append(hydra.utils.instantiate(callback_cfg, **overrides))
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                      strategy=build_strategy(cfg.strategy), **trainer_overrides)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, strategy=build_strategy(cfg.strategy), **trainer_overrides
+    )
     warn_if_bf16_is_emulated(trainer)
     return trainer
 
@@ -158,5 +162,3 @@ def log_config_params(logger, cfg: DictConfig) -> None:
     logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
     for key, value in changed.items():
         logger.experiment.set_tag(logger.run_id, f"resume/{key}", value[:5000])
-
-
