@@ -66,7 +66,7 @@ from bert_lm.data.pretraining_examples import PretrainingDataset, mix_seed
 from bert_lm.data.token_cache import build_token_cache
 from bert_lm.models.bert import BertForPreTraining
 from bert_lm.tokenizer.loading import load_tokenizer
-from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, experiment_id
+from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, ensure_experiment
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.encoder_loading import load_pretrained_model, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
@@ -374,10 +374,10 @@ def evaluate(
 def log_evaluation(evaluation: Evaluation, tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
     """Record the evaluation as a finished MLflow run in ``bert-lm-evaluation``; returns its run id."""
     client = MlflowClient(tracking_uri)
-    experiment = experiment_id(client, EXPERIMENT_NAME, tracking_uri)
+    experiment_id = ensure_experiment(client, EXPERIMENT_NAME, tracking_uri)
     model = evaluation.model_path
     run_name = f"{model.parent.name}/{model.name} on {Path(evaluation.params['data']).name}"
-    run = client.create_run(experiment, run_name=run_name, tags=evaluation.tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags=evaluation.tags)
     now = int(time.time() * 1000)
     client.log_batch(
         run.info.run_id,

@@ -18,8 +18,8 @@ DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 
-def experiment_id(client, name: str, tracking_uri: str) -> str:
-    """The experiment ``name`` (created, or restored if deleted): artifacts beside a local
+def ensure_experiment(client, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name`` (created, or restored if deleted): artifacts beside a local
     sqlite store in ``mlartifacts/``, as the training jobs keep them; a server decides for itself."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

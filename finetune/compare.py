@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import bootstrap
 
-from bert_lm.tracking import DEFAULT_TRACKING_URI, experiment_id, run_id_of
-from finetune.scored_runs import SPLITS, CompareError, ScoredRun, macro_f1, read_scored_run
+from bert_lm.tracking import DEFAULT_TRACKING_URI, ensure_experiment, run_id_of
+from finetune.scored_runs import SPLITS, CompareError, ScoredRun, read_scored_run
 
 EXPERIMENT_NAME = "bert-lm-comparisons"
 
-__all__ = ["CompareError", "Comparison", "compare", "macro_f1", "read_scored_run"]
+__all__ = ["CompareError", "Comparison", "compare", "read_scored_run"]
 
 
 def check_comparable(runs: Sequence[ScoredRun]) -> None:
@@ -50,10 +50,22 @@ def check_comparable(runs: Sequence[ScoredRun]) -> None:
                 f"{run.run_dir} is a {run.task} run over {run.classes}, {first.run_dir} a {first.task} run over "
                 f"{first.classes}: not one task"
             )
-        if run.units != first.units or not np.array_equal(run.gold_counts, first.gold_counts):
+        if run.units != first.units:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(run.units, first.units, strict=False)) if a != b),
+                min(len(run.units), len(first.units)),
+            )
+            theirs = run.units[at] if at < len(run.units) else "(end)"
+            ours = first.units[at] if at < len(first.units) else "(end)"
             raise CompareError(
-                f"{run.run_dir} and {first.run_dir} scored different rows ({run.units[0]} ... against "
-                f"{first.units[0]} ...): compare runs evaluated on the same file"
+                f"{run.run_dir} and {first.run_dir} scored different {first.unit_name} ({len(run.units)} against "
+                f"{len(first.units)}; {first.unit_name} {at + 1}: {theirs} against {ours}): compare runs evaluated "
+                "on the same file"
+            )
+        if not np.array_equal(run.gold_counts, first.gold_counts):
+            raise CompareError(
+                f"{run.run_dir} and {first.run_dir} scored the same {first.unit_name} with different gold labels "
+                f"({run.source} against {first.source}): compare runs scored against the same annotations"
             )
 
 
@@ -77,6 +89,8 @@ def compare(
     """Mean macro-F1 gap of ``runs`` over ``against`` (paired in order) and its paired-bootstrap interval."""
     if len(runs) != len(against) or not runs:
         raise CompareError(f"{len(runs)} runs against {len(against)}: pair each run with one of --against")
+    if n_resamples < 1:
+        raise CompareError(f"--resamples {n_resamples}: draw at least one resample (1,000 or more for an interval)")
     check_comparable([*runs, *against])
     n_units, k = len(runs[0].units), len(runs)
     # (units, 2k * classes * 3): a resample's totals are its units' multiplicities times this.
@@ -86,11 +100,11 @@ def compare(
         # scipy resamples the unit indices (as it does itself for paired=True); every run's
         # counts are summed over the same drawn units, so the runs stay paired.
         indices = np.asarray(indices)
-        flat = indices.reshape(-1, n_units)
-        multiplicity = np.zeros(flat.shape, dtype=np.float64)
+        flat = indices.reshape(-1, indices.shape[-1])
+        multiplicity = np.zeros((len(flat), n_units), dtype=np.float64)
         np.add.at(multiplicity, (np.arange(len(flat))[:, None], flat), 1.0)
         totals = (multiplicity @ per_unit).reshape(len(flat), 2 * k, *runs[0].counts.shape[1:])
-        scores = macro_f1(totals)
+        scores = runs[0].macro_f1(totals)
         gaps = (scores[:, :k] - scores[:, k:]).mean(axis=1)
         return gaps.reshape(indices.shape[:-1])
 
@@ -106,7 +120,7 @@ def compare(
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    gaps = [macro_f1(a.counts.sum(0)) - macro_f1(b.counts.sum(0)) for a, b in zip(runs, against, strict=True)]
+    gaps = [a.macro_f1() - b.macro_f1() for a, b in zip(runs, against, strict=True)]
     distribution = result.bootstrap_distribution
     return Comparison(
         pair_gaps=gaps,
@@ -142,7 +156,7 @@ def log_comparison(
         "runs_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in runs),
         "against_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in against),
     }
-    run = client.create_run(experiment_id(client, EXPERIMENT_NAME, tracking_uri), run_name=name, tags=tags)
+    run = client.create_run(ensure_experiment(client, EXPERIMENT_NAME, tracking_uri), run_name=name, tags=tags)
     now = int(time.time() * 1000)
     metrics = [
         Metric("macro_f1_gap", result.mean_gap, now, 0),
@@ -205,14 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    run_id = log_comparison(result, runs, against, args.split, args.resamples, args.seed, args.tracking_uri)
     first = runs[0]
     print(f"{first.task}: {len(first.units)} {first.unit_name} of {first.source}, {args.resamples} paired resamples")
     for run, other, gap in zip(runs, against, result.pair_gaps, strict=True):
         print(f"{run.run_dir} - {other.run_dir}: {100 * gap:+.1f} {first.metric}")
     print(f"mean gap {100 * result.mean_gap:+.1f}, 95 % CI [{100 * result.low:+.1f}, {100 * result.high:+.1f}]")
     print(f"resamples where the first runs are not ahead: {result.not_ahead:.3f}")
-    print(f"mlflow_run_id: {run_id} (experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
+    try:  # the figures are printed already; a store that cannot be written loses only the record
+        run_id = log_comparison(result, runs, against, args.split, args.resamples, args.seed, args.tracking_uri)
+        print(f"mlflow_run_id: {run_id} (experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds (MlflowException, OSError, sqlalchemy's)
+        print(f"warning: not logged to MLflow at {args.tracking_uri}: {err}: pass --tracking-uri", file=sys.stderr)
     print(f"macro_f1_gap: {result.mean_gap:.4f}")
     return 0
 

@@ -1,11 +1,14 @@
 """A finetuning run's predictions, read back from its directory as what a macro F1 is made of.
 
-Every task's macro F1 is a mean over classes of 2tp / (2tp + fp + fn), over the classes
-that occur in gold or predictions: the labels of a classification task (as torchmetrics
-and scikit-learn count them), the entity types of KLUE NER (as seqeval counts exact
-spans). So a run reads back as ``counts[unit, class] = (tp, fp, fn)``, one unit per
-evaluation row or sentence: summed over any resample of the units they give that
-resample's macro F1 exactly, which is what :mod:`finetune.compare` bootstraps.
+Every task's macro F1 is a mean over classes of 2tp / (2tp + fp + fn) (0 where tp = 0):
+over every label of a classification task (the figure the job reports,
+``finetune.classification.metrics.classification_scores``: scikit-learn with all labels,
+as the leaderboards average their classes), over the entity types that occur in gold or
+predictions for KLUE NER (seqeval's strict macro F1). So a run reads back as
+``counts[unit, class] = (tp, fp, fn)``, one unit per evaluation row or sentence: summed
+over any resample of the units they give that resample's macro F1 exactly, which is what
+:mod:`finetune.compare` bootstraps. Each run is checked to read back to the figure in its
+own report, so a wrong gold file or a damaged predictions file is refused, not compared.
 
 * classification runs: ``eval_predictions.tsv`` (gold and predicted label of each row)
   and ``classification_report.json`` (the label list);
@@ -45,6 +48,11 @@ class ScoredRun:
     classes: list[str]  # labels, or entity types
     units: list[str]  # "file:line" of each row, or each sentence's id, in order
     counts: np.ndarray  # (units, classes, 3): tp, fp, fn of each class in each unit
+    all_classes: bool  # macro F1 over every class (classification), or over those that occur (NER)
+
+    def macro_f1(self, totals: np.ndarray | None = None) -> np.ndarray | float:
+        """Macro F1 of summed counts (default: the whole file), as this task's job reports it."""
+        return macro_f1(self.counts.sum(0) if totals is None else totals, self.all_classes)
 
     @property
     def unit_name(self) -> str:
@@ -56,14 +64,17 @@ class ScoredRun:
         return self.counts[..., 0] + self.counts[..., 2]
 
 
-def macro_f1(totals: np.ndarray) -> np.ndarray | float:
-    """Macro F1 from summed ``(..., classes, 3)`` counts, over the classes that occur
-    (tp + fp + fn > 0); a class that occurs with no true positive scores 0."""
+def macro_f1(totals: np.ndarray, all_classes: bool) -> np.ndarray | float:
+    """Macro F1 from summed ``(..., classes, 3)`` counts. ``all_classes``: the mean over every
+    class, one absent from gold and predictions scoring 0 (scikit-learn with ``labels=`` and
+    ``zero_division=0``); otherwise over the classes that occur (tp + fp + fn > 0), as seqeval
+    and scikit-learn without ``labels=`` average. A class that occurs with no true positive scores 0."""
     totals = np.asarray(totals, dtype=np.float64)
     tp, fp, fn = totals[..., 0], totals[..., 1], totals[..., 2]
     occurs = (tp + fp + fn) > 0
     f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=occurs)
-    score = f1.sum(-1) / np.maximum(occurs.sum(-1), 1)
+    averaged = np.full(occurs.shape[:-1], occurs.shape[-1]) if all_classes else occurs.sum(-1)
+    score = f1.sum(-1) / np.maximum(averaged, 1)
     return float(score) if np.ndim(score) == 0 else score
 
 
@@ -78,18 +89,41 @@ def classification_counts(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> 
 
 
 def read_scored_run(run_dir: str | Path, split: str = "eval", gold_file: str | Path | None = None) -> ScoredRun:
-    """The run's predictions for its evaluation (or test) file, whichever task it finetuned."""
+    """The run's predictions for its evaluation (or test) file, whichever task it finetuned,
+    checked against the figure its report gives."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise CompareError(f"split must be one of {SPLITS}, got {split!r}")
     if (run_dir / ner_outputs.REPORT_JSON).is_file():
-        return read_ner_run(run_dir, split, gold_file)
-    if (run_dir / classification_outputs.REPORT_JSON).is_file():
-        return read_classification_run(run_dir, split)
-    raise CompareError(
-        f"{run_dir}: neither {classification_outputs.REPORT_JSON} nor {ner_outputs.REPORT_JSON} found: "
-        "pass the run_dir: that run_finetune.py printed"
-    )
+        run, report_path, key = read_ner_run(run_dir, split, gold_file)
+    elif (run_dir / classification_outputs.REPORT_JSON).is_file():
+        if gold_file:
+            raise CompareError(f"{run_dir}: --gold is for KLUE NER runs; a classification run's predictions hold gold")
+        run, report_path, key = read_classification_run(run_dir, split)
+    else:
+        raise CompareError(
+            f"{run_dir}: neither {classification_outputs.REPORT_JSON} nor {ner_outputs.REPORT_JSON} found: "
+            "pass the run_dir: that run_finetune.py printed"
+        )
+    reported = _read_report(report_path).get(key)
+    if reported is not None and abs(run.macro_f1() - reported) > 1e-6:
+        raise CompareError(
+            f"{run_dir}: the predictions score {run.macro_f1():.6f} against {run.source}, its {report_path.name} "
+            f"says {key}={reported:.6f}: the gold file is not the one the run scored (pass --gold <that file>) "
+            "or the predictions file was changed"
+        )
+    if len(run.units) < 2:
+        raise CompareError(f"{run.source}: {len(run.units)} {run.unit_name} scored: a bootstrap needs at least 2")
+    return run
+
+
+def _read_report(path: Path) -> dict:
+    if not path.is_file():
+        raise CompareError(f"{path}: not found: the run directory is incomplete (its job did not finish?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CompareError(f"{path}: not a readable JSON report ({err}): the file is damaged") from None
 
 
 def _prediction_file(run_dir: Path, split: str, eval_name: str, test_name: str) -> Path:
@@ -100,9 +134,12 @@ def _prediction_file(run_dir: Path, split: str, eval_name: str, test_name: str) 
     return path
 
 
-def read_classification_run(run_dir: Path, split: str = "eval") -> ScoredRun:
+def read_classification_run(run_dir: Path, split: str = "eval") -> tuple[ScoredRun, Path, str]:
+    """The run, and the report and key holding the job's own figure for the same file."""
     report = run_dir / classification_outputs.REPORT_JSON
-    labels = json.loads(report.read_text(encoding="utf-8"))["labels"]
+    labels = _read_report(report).get("labels")
+    if not labels:
+        raise CompareError(f"{report}: no 'labels' list: the file is damaged or from another program")
     predictions = _prediction_file(
         run_dir, split, classification_outputs.PREDICTIONS_TSV, classification_outputs.TEST_PREDICTIONS_TSV
     )
@@ -124,7 +161,9 @@ def read_classification_run(run_dir: Path, split: str = "eval") -> ScoredRun:
         raise CompareError(f"{predictions}: no predictions")
     source = rows[0].rsplit(":", 1)[0]
     counts = classification_counts(np.array(gold), np.array(pred), len(labels))
-    return ScoredRun(run_dir, "classification", "macro F1", source, list(labels), rows, counts)
+    run = ScoredRun(run_dir, "classification", "macro F1", source, list(labels), rows, counts, all_classes=True)
+    report_path = report if split == "eval" else run_dir / classification_outputs.TEST_REPORT_JSON
+    return run, report_path, "macro_f1"
 
 
 def entity_types(labels: list[str]) -> list[str]:
@@ -132,14 +171,18 @@ def entity_types(labels: list[str]) -> list[str]:
     return list(dict.fromkeys(tag.split("-", 1)[1] for tag in labels if "-" in tag))
 
 
-def read_ner_run(run_dir: Path, split: str = "eval", gold_file: str | Path | None = None) -> ScoredRun:
+def read_ner_run(
+    run_dir: Path, split: str = "eval", gold_file: str | Path | None = None
+) -> tuple[ScoredRun, Path, str]:
+    """The run, and the report and key holding the job's own figure for the same file."""
     report_path = run_dir / (ner_outputs.REPORT_JSON if split == "eval" else ner_outputs.TEST_REPORT_JSON)
     predictions = _prediction_file(run_dir, split, ner_outputs.PREDICTIONS_TSV, ner_outputs.TEST_PREDICTIONS_TSV)
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report = _read_report(report_path)
     labels = report.get(ner_outputs.LABELS_KEY) or list(KLUE_NER_LABELS)
     file_key = ner_outputs.EVAL_FILE_KEY if split == "eval" else ner_outputs.TEST_FILE_KEY
-    gold_path = Path(gold_file) if gold_file else report.get(file_key) and Path(report[file_key])
-    if not gold_path:
+    named = gold_file or report.get(file_key)
+    gold_path = Path(named).expanduser().resolve() if named else None
+    if gold_path is None:
         raise CompareError(
             f"{report_path} does not name the file the run scored (a run from before '{file_key}' was "
             "recorded): pass --gold <the KLUE NER TSV it scored>"
@@ -172,4 +215,6 @@ def read_ner_run(run_dir: Path, split: str = "eval", gold_file: str | Path | Non
     types, counts = entity_counts(
         drop_whitespace(texts, gold_tags), drop_whitespace(texts, [s.tags for s in predicted]), entity_types(labels)
     )
-    return ScoredRun(run_dir, "KLUE NER", "entity macro F1", str(gold_path), types, [s.id for s in predicted], counts)
+    units = [s.id for s in predicted]
+    run = ScoredRun(run_dir, "KLUE NER", "entity macro F1", str(gold_path), types, units, counts, all_classes=False)
+    return run, report_path, "entity_macro_f1" if split == "eval" else "test_entity_macro_f1"

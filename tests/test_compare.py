@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 
 from finetune import compare as compare_cli
 from finetune.classification.data import LabelledText
+from finetune.classification.metrics import classification_scores
 from finetune.classification.outputs import write_predictions
 from finetune.compare import CompareError, compare
 from finetune.ner.klue_ner import NerSentence, format_klue_ner, read_klue_ner
@@ -32,10 +33,9 @@ def write_run(run_dir, gold, pred, eval_file="dev.tsv", labels=LABELS):
     rows = [LabelledText(f"text {i}", None, labels[g], f"{eval_file}:{i + 2}") for i, g in enumerate(gold)]
     probabilities = [[1.0 if j == p else 0.0 for j in range(len(labels))] for p in pred]
     write_predictions(run_dir / "eval_predictions.tsv", rows, labels, list(gold), list(pred), probabilities)
-    # The job's own figure comes from torchmetrics (ClassificationModule.val_macro_f1).
-    metric = torchmetrics.classification.MulticlassF1Score(len(labels), average="macro")
-    macro = float(metric(torch.tensor(pred), torch.tensor(gold)))
-    (run_dir / "classification_report.json").write_text(json.dumps({"macro_f1": macro, "labels": labels}))
+    # The report's figure, as the job computes it (finetune.classification.run.write_report).
+    scores = classification_scores(list(gold), list(pred), labels)
+    (run_dir / "classification_report.json").write_text(json.dumps({**scores, "labels": labels}))
     return run_dir
 
 
@@ -63,7 +63,7 @@ def test_gap_is_sklearns_difference_and_a_clear_winner_has_an_interval_above_zer
     assert result.mean_gap == pytest.approx(expected)
     # compare's macro F1 is the job's (torchmetrics) figure, read back from the predictions file.
     report = json.loads((good_dir / "classification_report.json").read_text())
-    assert macro_f1(good.counts.sum(0)) == pytest.approx(report["macro_f1"], abs=1e-6)
+    assert good.macro_f1() == pytest.approx(report["macro_f1"], abs=1e-9)
     assert np.array_equal(gold_and_pred(good)[0], gold)
     assert 0 < result.low < result.mean_gap < result.high
     assert result.not_ahead == 0.0
@@ -71,12 +71,18 @@ def test_gap_is_sklearns_difference_and_a_clear_winner_has_an_interval_above_zer
     assert reverse.mean_gap == pytest.approx(-expected) and reverse.high < 0 and reverse.not_ahead == 1.0
 
 
-def test_a_label_nobody_uses_is_left_out_as_the_jobs_torchmetrics_figure_does(tmp_path):
+def test_a_label_nobody_uses_scores_0_as_in_the_jobs_report(tmp_path):
+    """The report averages over every label (as leaderboards do); torchmetrics' val/macro_f1 leaves an
+    unused label out. compare takes the report's figure, the one the job prints and a user compares."""
     gold, pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # label 2 in neither
     run = read_scored_run(write_run(tmp_path / "run", gold, pred))
     report = json.loads((tmp_path / "run" / "classification_report.json").read_text())
-    assert macro_f1(run.counts.sum(0)) == pytest.approx(report["macro_f1"], abs=1e-6)
-    assert report["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=[0, 1], average="macro"), abs=1e-6)
+    assert run.macro_f1() == pytest.approx(report["macro_f1"], abs=1e-9)
+    assert run.macro_f1() == pytest.approx(f1_score(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0))
+    torchmetrics_figure = torchmetrics.classification.MulticlassF1Score(3, average="macro")(
+        torch.tensor(pred), torch.tensor(gold)
+    )
+    assert run.macro_f1() == pytest.approx(float(torchmetrics_figure) * 2 / 3, abs=1e-6)
 
 
 def test_resamples_are_paired_identical_runs_differ_by_exactly_zero(tmp_path):
@@ -94,7 +100,7 @@ def test_bootstrap_distribution_matches_exhaustive_enumeration_on_a_tiny_file(tm
     b = np.array([0, 2, 2, 1])
 
     def gap(idx):
-        f = lambda pred: f1_score(gold[idx], pred[idx], average="macro", zero_division=0)  # noqa: E731
+        f = lambda pred: f1_score(gold[idx], pred[idx], labels=[0, 1, 2], average="macro", zero_division=0)  # noqa: E731
         return f(a) - f(b)
 
     exact = np.array([gap(list(idx)) for idx in itertools.product(range(4), repeat=4)])
@@ -242,14 +248,15 @@ def test_entity_counts_give_seqeval_macro_f1_for_any_resample_of_sentences():
     pred = [random_tags(rng, 10, 0.3, g) for g in gold]
     types, counts = entity_counts(gold, pred, NER_TYPES)
     assert types == list(NER_TYPES)
-    assert macro_f1(counts.sum(0)) == pytest.approx(entity_f1(gold, pred))
+    assert macro_f1(counts.sum(0), all_classes=False) == pytest.approx(entity_f1(gold, pred))
     for _ in range(30):
         idx = rng.integers(0, len(gold), len(gold))  # with repeats, as a bootstrap draws
         expected = entity_f1([gold[i] for i in idx], [pred[i] for i in idx])
-        assert macro_f1(counts[idx].sum(0)) == pytest.approx(expected)
-    # A type that occurs in neither gold nor predictions is left out, as seqeval leaves it out.
-    only_ps = [["B-PS", "I-PS", "O"]], [["B-PS", "O", "O"]]
-    assert macro_f1(entity_counts(*only_ps, NER_TYPES)[1].sum(0)) == entity_f1(*only_ps) == 0.0
+        assert macro_f1(counts[idx].sum(0), all_classes=False) == pytest.approx(expected)
+    # A type that occurs in neither gold nor predictions is left out, as seqeval leaves it out
+    # (averaged in as 0, LC would halve the figure).
+    only_ps = [["B-PS", "I-PS", "O"]], [["B-PS", "I-PS", "O"]]
+    assert macro_f1(entity_counts(*only_ps, NER_TYPES)[1].sum(0), all_classes=False) == entity_f1(*only_ps) == 1.0
 
 
 def test_ner_runs_read_back_to_the_jobs_entity_macro_f1_and_compare(tmp_path):
@@ -257,7 +264,7 @@ def test_ner_runs_read_back_to_the_jobs_entity_macro_f1_and_compare(tmp_path):
     good, weak = read_scored_run(good_dir), read_scored_run(weak_dir)
     for run, run_dir in ((good, good_dir), (weak, weak_dir)):
         report = json.loads((run_dir / "ner_report.json").read_text())
-        assert macro_f1(run.counts.sum(0)) == pytest.approx(report["entity_macro_f1"])
+        assert run.macro_f1() == pytest.approx(report["entity_macro_f1"], abs=1e-9)
     assert good.task == "KLUE NER" and good.units == [s.id for s in gold]
     result = compare([good], [weak], n_resamples=200)
     expected = (
@@ -276,9 +283,7 @@ def test_ner_runs_that_cannot_be_read_or_compared_say_what_to_pass(tmp_path, cap
     old = write_ner_run(tmp_path / "old", gold_file, predicted(good_dir), name_the_file=False)
     with pytest.raises(CompareError, match=r"old/ner_report.json does not name the file .*pass --gold"):
         read_scored_run(old)
-    assert macro_f1(read_scored_run(old, gold_file=gold_file).counts.sum(0)) == pytest.approx(
-        macro_f1(read_scored_run(good_dir).counts.sum(0))
-    )
+    assert read_scored_run(old, gold_file=gold_file).macro_f1() == read_scored_run(good_dir).macro_f1()
     other = tmp_path / "other.tsv"
     other.write_text(format_klue_ner(ner_sentences(seed=5)), encoding="utf-8")
     with pytest.raises(CompareError, match=r"sentence 'dev_000' has another text in .*other.tsv: the run scored"):
@@ -300,3 +305,44 @@ def test_ner_runs_that_cannot_be_read_or_compared_say_what_to_pass(tmp_path, cap
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("KLUE NER: 30 sentences of") and "entity macro F1" in out[1]
     assert out[-1].startswith("macro_f1_gap: ")
+
+
+def test_a_run_that_does_not_read_back_to_its_reported_figure_is_refused(tmp_path, capsys):
+    gold, gold_file, good_dir, weak_dir = ner_runs(tmp_path)
+    # The same sentences with other tags (another release of the file): ids and texts match, figures do not.
+    relabelled = tmp_path / "relabelled.tsv"
+    relabelled.write_text(
+        format_klue_ner([NerSentence(s.id, s.text, ["O"] * len(s.text)) for s in gold]), encoding="utf-8"
+    )
+    with pytest.raises(CompareError, match=r"its ner_report.json says entity_macro_f1=.*pass --gold"):
+        read_scored_run(good_dir, gold_file=relabelled)
+    # A classification predictions file changed after the report was written.
+    labels_gold, run_dir, _ = random_runs(tmp_path / "classification")
+    lines = (run_dir / "eval_predictions.tsv").read_text().splitlines()
+    row = lines[1].split("\t")
+    row[4] = next(label for label in LABELS if label != row[4])  # the predicted column
+    lines[1] = "\t".join(row)
+    (run_dir / "eval_predictions.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CompareError, match=r"classification_report.json says macro_f1=.*was changed"):
+        read_scored_run(run_dir)
+    with pytest.raises(CompareError, match="--gold is for KLUE NER runs"):
+        read_scored_run(run_dir, gold_file=gold_file)
+    one_row = write_run(tmp_path / "one", labels_gold[:1], labels_gold[:1])
+    with pytest.raises(CompareError, match="1 rows scored: a bootstrap needs at least 2"):
+        read_scored_run(one_row)
+    (weak_dir / "test_predictions.tsv").write_text((weak_dir / "eval_predictions.tsv").read_text())
+    with pytest.raises(CompareError, match=r"weak/test_report.json: not found: the run directory is incomplete"):
+        read_scored_run(weak_dir, split="test")
+    good, weak = read_scored_run(good_dir), read_scored_run(weak_dir)
+    with pytest.raises(CompareError, match="--resamples 0: draw at least one"):
+        compare([good], [weak], n_resamples=0)
+    # A store that cannot be written loses the record, not the figures.
+    (tmp_path / "a-file").write_text("not a directory")
+    unwritable = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    assert (
+        compare_cli.main([str(good_dir), "--against", str(weak_dir), "--resamples", "20", "--tracking-uri", unwritable])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1].startswith("macro_f1_gap: ")
+    assert f"warning: not logged to MLflow at {unwritable}" in captured.err

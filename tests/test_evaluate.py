@@ -16,10 +16,10 @@ from bert_lm.corpus.prepare import VALID_FILE
 from bert_lm.evaluate import EXPERIMENT_NAME, EvaluationSettings, evaluate, main
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf, read_hf_config
+from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.pretraining_run import build_datamodule
-from bert_lm.training.run_support import MLFLOW_RUN_ID_FILE
 from tests import published_layouts
 from tests.conftest import REPO_ROOT, SAMPLE_CORPUS
 from tests.test_run_pretraining import compose_config, tiny_overrides
