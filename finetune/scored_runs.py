@@ -95,17 +95,16 @@ def read_scored_run(run_dir: str | Path, split: str = "eval", gold_file: str | P
     if split not in SPLITS:
         raise CompareError(f"split must be one of {SPLITS}, got {split!r}")
     if (run_dir / ner_outputs.REPORT_JSON).is_file():
-        run, report_path, key = read_ner_run(run_dir, split, gold_file)
+        run, report_path, key, reported = read_ner_run(run_dir, split, gold_file)
     elif (run_dir / classification_outputs.REPORT_JSON).is_file():
         if gold_file:
             raise CompareError(f"{run_dir}: --gold is for KLUE NER runs; a classification run's predictions hold gold")
-        run, report_path, key = read_classification_run(run_dir, split)
+        run, report_path, key, reported = read_classification_run(run_dir, split)
     else:
         raise CompareError(
             f"{run_dir}: neither {classification_outputs.REPORT_JSON} nor {ner_outputs.REPORT_JSON} found: "
             "pass the run_dir: that run_finetune.py printed"
         )
-    reported = _read_report(report_path).get(key)
     if reported is not None and abs(run.macro_f1() - reported) > 1e-6:
         raise CompareError(
             f"{run_dir}: the predictions score {run.macro_f1():.6f} against {run.source}, its {report_path.name} "
@@ -134,10 +133,11 @@ def _prediction_file(run_dir: Path, split: str, eval_name: str, test_name: str) 
     return path
 
 
-def read_classification_run(run_dir: Path, split: str = "eval") -> tuple[ScoredRun, Path, str]:
-    """The run, and the report and key holding the job's own figure for the same file."""
+def read_classification_run(run_dir: Path, split: str = "eval") -> tuple[ScoredRun, Path, str, float | None]:
+    """The run, and the report, key and value of the job's own figure for the same file."""
     report = run_dir / classification_outputs.REPORT_JSON
-    labels = _read_report(report).get("labels")
+    eval_report = _read_report(report)
+    labels = eval_report.get("labels")
     if not labels:
         raise CompareError(f"{report}: no 'labels' list: the file is damaged or from another program")
     predictions = _prediction_file(
@@ -163,7 +163,8 @@ def read_classification_run(run_dir: Path, split: str = "eval") -> tuple[ScoredR
     counts = classification_counts(np.array(gold), np.array(pred), len(labels))
     run = ScoredRun(run_dir, "classification", "macro F1", source, list(labels), rows, counts, all_classes=True)
     report_path = report if split == "eval" else run_dir / classification_outputs.TEST_REPORT_JSON
-    return run, report_path, "macro_f1"
+    figures = eval_report if split == "eval" else _read_report(report_path)
+    return run, report_path, "macro_f1", figures.get("macro_f1")
 
 
 def entity_types(labels: list[str]) -> list[str]:
@@ -173,8 +174,8 @@ def entity_types(labels: list[str]) -> list[str]:
 
 def read_ner_run(
     run_dir: Path, split: str = "eval", gold_file: str | Path | None = None
-) -> tuple[ScoredRun, Path, str]:
-    """The run, and the report and key holding the job's own figure for the same file."""
+) -> tuple[ScoredRun, Path, str, float | None]:
+    """The run, and the report, key and value of the job's own figure for the same file."""
     report_path = run_dir / (ner_outputs.REPORT_JSON if split == "eval" else ner_outputs.TEST_REPORT_JSON)
     predictions = _prediction_file(run_dir, split, ner_outputs.PREDICTIONS_TSV, ner_outputs.TEST_PREDICTIONS_TSV)
     report = _read_report(report_path)
@@ -217,4 +218,5 @@ def read_ner_run(
     )
     units = [s.id for s in predicted]
     run = ScoredRun(run_dir, "KLUE NER", "entity macro F1", str(gold_path), types, units, counts, all_classes=False)
-    return run, report_path, "entity_macro_f1" if split == "eval" else "test_entity_macro_f1"
+    key = "entity_macro_f1" if split == "eval" else "test_entity_macro_f1"
+    return run, report_path, key, report.get(key)
