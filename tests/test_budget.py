@@ -22,6 +22,7 @@ class FakeClock:
 
 class FakeTrainer:
     should_stop = False
+    world_size = 1
 
 
 class FakeModule:
@@ -76,8 +77,12 @@ def test_budget_settings_are_checked_before_data_work():
 
 def budget_overrides(tmp_path, minutes):
     return tiny_overrides(
-        tmp_path, "train.train_nsp=false", f"train.budget_minutes={minutes}", "trainer.val_check_interval=1.0",
-        "trainer.log_every_n_steps=100", "trainer.max_steps=2",
+        tmp_path,
+        "train.train_nsp=false",
+        f"train.budget_minutes={minutes}",
+        "trainer.val_check_interval=1.0",
+        "trainer.log_every_n_steps=100",
+        "trainer.max_steps=2",
     )
 
 
@@ -105,3 +110,35 @@ def test_run_stops_at_the_budget_and_resume_continues_its_clock(tmp_path):
     pretrain(compose_config(longer), longer)
     steps_longer, elapsed_longer = checkpoint_state(run_dir)
     assert 9.0 <= elapsed_longer < 9.0 + 3.0 and steps_longer > steps_after
+
+
+@pytest.mark.slow
+def test_ddp_processes_share_one_clock_so_they_stop_together(tmp_path):
+    """Two real DDP processes whose clocks disagree threefold step with the same learning rates
+    and stop on the same batch (else the faster clock's process stops first and the run hangs)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    command = [sys.executable, "tests/ddp_budget_script.py", str(tmp_path)]
+    # Its own process group: on a hang, both DDP processes are killed, not only the launcher.
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the DDP processes did not finish: one stopped at the budget while the other waited")
+    assert process.returncode == 0, stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["global_step"] == rank1["global_step"] > 3
+    assert rank0["lrs"] == rank1["lrs"]
+    assert rank0["elapsed_s"] == rank1["elapsed_s"] >= 3.0
+    peak = max(rank0["lrs"])
+    assert peak == pytest.approx(1e-3, rel=0.3) and rank0["lrs"][-1] < 0.5 * peak  # warmed up, then decayed

@@ -8,7 +8,10 @@ which the schedule (:func:`budget_schedule`) follows instead of the step count: 
 over the first ``warmup_ratio`` of the budget, then decay to zero at its end.
 
 The elapsed time is the callback's state, saved in every checkpoint, so a resumed run
-continues the same schedule where it stopped.
+continues the same schedule where it stopped. Under DDP (and across nodes) every process
+times its own batches; after each batch they all take the slowest process's clock, so that
+they step with one learning rate and stop on the same batch (a process that stopped one
+batch earlier would leave the others waiting in a collective for ever).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 
 def budget_schedule(name: str, warmup_ratio: float) -> Callable[[float], float]:
@@ -63,6 +67,10 @@ class TrainingBudget(pl.Callback):
         if self._batch_started is not None:
             self.elapsed_s += self._clock() - self._batch_started
             self._batch_started = None
+        if trainer.world_size > 1:
+            # One clock for every process: the slowest one's (a float64 scalar all-reduce per batch).
+            elapsed = torch.tensor(self.elapsed_s, dtype=torch.float64, device=pl_module.device)
+            self.elapsed_s = float(trainer.strategy.reduce(elapsed, reduce_op="max"))
         pl_module.log("train/budget_elapsed_min", self.elapsed_s / 60.0, on_step=True, on_epoch=False)
         if self.elapsed_s >= self.budget_s:
             trainer.should_stop = True
