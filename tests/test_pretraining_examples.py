@@ -157,6 +157,28 @@ def test_epochs_are_deterministic_and_different(tmp_path):
     assert token_lists(first, 1) == token_lists(second, 1)  # a deleted plan is regenerated identically
 
 
+def test_a_plan_dropped_by_another_run_between_check_and_read_is_rebuilt(tmp_path):
+    """Two runs with the same data settings share one plan directory; the one ahead drops old plans,
+    possibly right after the other checked that the plan it is about to read exists."""
+    rng = np.random.default_rng(4)
+    sentence_lengths = [rng.integers(1, 20, rng.integers(1, 8)).tolist() for _ in range(60)]
+    cache = write_synthetic_cache(tmp_path / "cache", sentence_lengths)
+    behind, ahead = make_dataset(cache, tmp_path / "plans"), make_dataset(cache, tmp_path / "plans")
+    expected = [e["input_ids"].tolist() for e in behind.__getitems__([(2, p) for p in range(8)])]
+    assert behind.plan_dir == ahead.plan_dir
+    checked = behind.ensure_plan
+
+    def check_then_lose_the_race(epoch):
+        length = checked(epoch)
+        ahead.ensure_plan(4)  # the other run reaches epoch 4 and drops epochs 1 and 2
+        return length
+
+    behind.ensure_plan = check_then_lose_the_race
+    again = [e["input_ids"].tolist() for e in behind.__getitems__([(2, p) for p in range(8)])]
+    assert not behind.plan_path(1).exists()  # dropped by the run ahead, as epoch 2 was
+    assert behind.plan_path(2).exists() and again == expected  # epoch 2 rebuilt, identical
+
+
 def test_sentence_longer_than_max_len_is_truncated(tmp_path):
     cache = write_synthetic_cache(tmp_path / "cache", [[5, 200, 4], [3, 3], [250]])
     dataset = make_dataset(cache, tmp_path / "plans", max_len=16, short_seq_prob=0.0)

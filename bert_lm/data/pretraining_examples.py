@@ -509,9 +509,22 @@ class PretrainingDataset(Dataset):
 
     def _plan_length(self, epoch: int) -> int:
         if epoch not in self._plan_lengths:
-            with ArrayFile(self.plan_path(epoch)) as plan:
+            with self._open_plan(epoch) as plan:
                 self._plan_lengths[epoch] = len(plan)
         return self._plan_lengths[epoch]
+
+    def _open_plan(self, epoch: int, attempts: int = 3) -> ArrayFile:
+        """The plan of ``epoch``, opened. Runs with the same data settings and seed share a plan
+        directory, and one that is two epochs ahead drops old plans: between our check that the
+        plan exists and its opening it may be gone. It is rebuilt then (identical: same seed)."""
+        for attempt in range(attempts):
+            try:
+                return ArrayFile(self.plan_path(epoch))
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+                self._write_plan(epoch, self.plan_path(epoch))
+        raise AssertionError("unreachable")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -538,7 +551,7 @@ class PretrainingDataset(Dataset):
             return [example for key in keys for example in self.__getitems__([key])]
         positions = np.array([position for _, position in keys], np.int64)
         rows = self.rows_for_positions(epoch, positions)
-        with ArrayFile(self.plan_path(epoch)) as plan:
+        with self._open_plan(epoch) as plan:
             records = plan.take(rows)
         read = self._read_pairs if self.train_nsp else self._read_packed if self.pack_documents else self._read_spans
         examples = read(records, rows, epoch)
