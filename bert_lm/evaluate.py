@@ -1,24 +1,28 @@
 """MLM loss, accuracy and perplexity (and NSP accuracy) of any encoder on any corpus, on fixed masks.
 
-    python -m bert_lm.evaluate <run dir | .ckpt | HF dir> --data <path> [--source plain|lines|petitions]
+    python -m bert_lm.evaluate <run dir | .ckpt | HF dir> --data <path> [--source <format>]
 
 Each step is the pretraining one, so a number here means what ``val/mlm_loss`` means:
 
 * model: :func:`bert_lm.training.encoder_loading.resolve_source` (a run directory, one of our
   ``.ckpt`` files, our HF export or a published BERT / RoBERTa / ELECTRA directory, with
-  its own tokenizer) and the whole pretraining model, MLM head included;
+  its own tokenizer) and the whole pretraining model, MLM head included. An ELECTRA run is
+  scored by its generator (its masked LM); a model without a trained MLM head (a bare
+  encoder, an ELECTRA discriminator, a run with ``train.train_mlm=false``) is refused;
 * corpus: the prepare step (cleaning, sentence splitting, duplicate documents) with every
   document in one split (``valid_ratio=0``), cached by content hash under ``cache/prepared``;
-  cleaning and splitting as the evaluated run was pretrained with (its
-  ``resolved_config.yaml``), else as the project's data config for that ``--source``;
+  read as ``--source`` (default: the format the evaluated run was pretrained on, else
+  ``plain``), cleaned and split as the evaluated run was pretrained (its
+  ``resolved_config.yaml``), else as the project's data config for that source;
 * examples and masks: the token cache, then the construction of the pretraining
   *validation* loader (``PretrainingDataModule``): one fixed plan in corpus order and
   masks drawn per batch from ``--seed``. Masks depend on the token ids, ``--max-len``,
   ``--batch-size``, the mask settings and the seed, never on the model, so two models
   with the same tokenizer are scored on the same masked positions (``mask_digest``, a
-  hash of every masked batch, says so). With the run's own settings (its seed, batch
-  size and max_len) on its prepared ``valid.txt``, the MLM loss is the run's
-  ``val/mlm_loss``;
+  hash of every masked batch, says so). The mask settings are therefore the flags' (the
+  pretraining defaults), not each run's: a note names the run's settings that differ. With
+  the run's own settings (its seed, batch size, mask flags; max_len is the run's already) on
+  its prepared ``valid.txt``, the MLM loss is the run's ``val/mlm_loss``;
 * metrics: ``mlm_loss`` is the mean cross-entropy over all masked tokens (the
   pretraining module weights each batch's mean by its masked-token count),
   ``perplexity = exp(mlm_loss)`` (capped at exp(50) as in pretraining), ``mlm_acc`` the
@@ -68,7 +72,7 @@ from bert_lm.models.bert import BertForPreTraining
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, ensure_experiment
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
-from bert_lm.training.encoder_loading import load_pretrained_model, pooler_was_trained
+from bert_lm.training.encoder_loading import load_pretrained_model, masked_lm_source, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR
 
@@ -121,6 +125,8 @@ def find_run_dir(model_path: Path) -> Path | None:
         candidate = model_path.parent.parent if model_path.parent.name == CHECKPOINT_DIR else model_path.parent
     elif model_path.name == HF_EXPORT_DIR:
         candidate = model_path.parent
+    elif model_path.parent.name == HF_EXPORT_DIR:  # an ELECTRA run's hf_export/generator (or discriminator)
+        candidate = model_path.parent.parent
     else:
         candidate = model_path
     markers = (MLFLOW_RUN_ID_FILE, *RUN_CONFIG_FILES)
@@ -139,9 +145,31 @@ def run_data_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | Non
 
 
 def load_model(model_path: Path, tokenizer_dir: str | Path | None) -> tuple[BertForPreTraining, Path, bool]:
-    """(model in eval mode, its tokenizer directory, whether its NSP head was trained)."""
-    model, resolved_tokenizer_dir = load_pretrained_model(model_path, tokenizer_dir)
+    """(model in eval mode, its tokenizer directory, whether its NSP head was trained); refuses a
+    model whose MLM head is missing or untrained."""
+    model, resolved_tokenizer_dir = load_pretrained_model(model_path, tokenizer_dir, require_mlm=True)
     return model.eval(), resolved_tokenizer_dir, pooler_was_trained(model_path, tokenizer_dir)
+
+
+# What decides the masks, as the run's data config names it (EvaluationSettings field: data key).
+RUN_MASK_SETTINGS = {
+    "mask_ratio": "mask_ratio",
+    "mask_token_prob": "mask_token_prob",
+    "random_token_prob": "random_token_prob",
+    "whole_word_mask": "whole_word_mask",
+    "pack_documents": "pack_documents",
+    "batch_size": "batch_size",
+}
+
+
+def mask_settings_differing_from_run(settings: EvaluationSettings, run_data: DictConfig | None) -> list[str]:
+    """``data.<key>=<run's value>`` for each mask setting the run trained with that this evaluation does not use."""
+    differing = []
+    for field_name, key in RUN_MASK_SETTINGS.items():
+        run_value = run_data.get(key) if run_data is not None else None
+        if run_value is not None and not isinstance(run_value, str) and run_value != getattr(settings, field_name):
+            differing.append(f"data.{key}={run_value}")
+    return differing
 
 
 # ---------------------------------------------------------------------------- the corpus
@@ -287,7 +315,7 @@ def evaluate(
     model_path: str | Path,
     data: str | Path,
     *,
-    source: str = "plain",
+    source: str | None = None,
     split_sentences: bool | None = None,
     file_pattern: str | None = None,
     text_field: str | None = None,
@@ -307,12 +335,23 @@ def evaluate(
         )
     if not data.exists():
         raise FileNotFoundError(f"--data {data} does not exist: pass a corpus file or directory")
-    if source not in SOURCES:
-        raise ValueError(f"--source={source!r}: use one of {SOURCES}")
     cache_dir = Path(cache_dir)
+    masked_lm = masked_lm_source(model_path)
+    if masked_lm != model_path:
+        print(
+            f"model: {model_path} is an ELECTRA run; scoring its generator {masked_lm} (the discriminator has "
+            "no MLM head)"
+        )
+        model_path = masked_lm
 
     run_dir = find_run_dir(model_path)
     run_data, run_config_file = run_data_config(run_dir)
+    if source is None:
+        # The format the run was pretrained on (its held-out data is most likely in it), else plain text.
+        run_source = run_data.get("source") if run_data is not None else None
+        source = run_source if isinstance(run_source, str) and run_source in SOURCES else "plain"
+    if source not in SOURCES:
+        raise ValueError(f"--source={source!r}: use one of {SOURCES}")
     model, tokenizer_path, nsp_trained = load_model(model_path, tokenizer_dir)
     nsp = nsp_trained if settings.nsp is None else settings.nsp
     if nsp and not nsp_trained:
@@ -334,6 +373,13 @@ def evaluate(
         else "single-segment spans"
     )
     print(f"model: {model_path} (tokenizer {tokenizer_path}; {layout}, max_len {max_len})")
+    differing = mask_settings_differing_from_run(settings, run_data)
+    if differing:
+        # Not taken over: every model evaluated with the same flags gets the same masks, runs or not.
+        print(
+            f"note: the run trained with {', '.join(differing)}; these masks use the flags' settings, so the "
+            "figures differ from its val/ metrics (pass the run's settings as flags to reproduce them)"
+        )
 
     reader_options = {"file_pattern": file_pattern, "text_field": text_field, "text_column": text_column}
     data_cfg = corpus_config(data, source, run_data, split_sentences, reader_options)
@@ -397,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="pretraining run directory, .ckpt file or HF directory (ours or published)")
     parser.add_argument("--data", required=True, help="corpus file or directory")
-    parser.add_argument("--source", default="plain", choices=SOURCES, help="corpus format (default: plain)")
+    parser.add_argument(
+        "--source", default=None, choices=SOURCES, help="corpus format (default: the run's data.source, else plain)"
+    )
     parser.add_argument(
         "--file-pattern", default=None, help="files of a --data directory to read (default: the run's, else *)"
     )
@@ -414,6 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-len", type=int, default=None, help="default: the run's, else min(128, positions)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio)
+    parser.add_argument(
+        "--mask-token-prob",
+        type=float,
+        default=defaults.mask_token_prob,
+        help="share of masked positions shown as [MASK]",
+    )
+    parser.add_argument(
+        "--random-token-prob",
+        type=float,
+        default=defaults.random_token_prob,
+        help="share of masked positions shown as a random token",
+    )
     parser.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces with their word)")
     parser.add_argument(
         "--pack-documents",
@@ -440,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         max_len=args.max_len,
         batch_size=args.batch_size,
         mask_ratio=args.mask_ratio,
+        mask_token_prob=args.mask_token_prob,
+        random_token_prob=args.random_token_prob,
         whole_word_mask=args.whole_word_mask,
         pack_documents=args.pack_documents,
         pad_to_multiple_of=args.pad_to_multiple_of,

@@ -45,12 +45,14 @@ def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanToke
             "pass the run_dir: or hf_export: path that run.py printed"
         )
     tokenizer = load_tokenizer(export_dir)
-    model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size)
+    model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size, require_mlm=True)
     return model.eval(), tokenizer
 
 
 @torch.no_grad()
-def fill_mask(model: BertForPreTraining, tokenizer: KoreanTokenizer, text: str, top_k: int = 5) -> list[list[Candidate]]:
+def fill_mask(
+    model: BertForPreTraining, tokenizer: KoreanTokenizer, text: str, top_k: int = 5
+) -> list[list[Candidate]]:
     """Top-k candidates for each [MASK] in ``text``, in order of appearance."""
     encoding = tokenizer.encode(text)
     if tokenizer.mask_id not in encoding.ids:

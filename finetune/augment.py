@@ -117,7 +117,7 @@ def load_mlm(path: str | os.PathLike) -> tuple[BertForPreTraining, object]:
             "pass a masked-LM checkpoint (for ELECTRA, the generator)"
         )
     tokenizer = load_tokenizer(model_dir)
-    model = import_hf(model_dir)
+    model = import_hf(model_dir, require_mlm=True)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"{model_dir}: the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}"

@@ -209,3 +209,75 @@ def test_missing_data_path_is_named(tiny_run, tmp_path, capsys):
     missing = tmp_path / "corpus.txt"
     assert main([str(hf_dir), "--data", str(missing), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 1
     assert f"--data {missing} does not exist" in capsys.readouterr().err
+
+
+def test_electra_pair_is_scored_by_its_generator_and_a_discriminator_is_refused(sample_lines, tmp_path):
+    discriminator_dir, generator_dir = published_layouts.make_electra_checkpoints(
+        tmp_path / "koelectra", extra_texts=sample_lines
+    )
+    settings = EvaluationSettings(max_batches=1, nsp=False)
+    evaluation = evaluate(
+        tmp_path / "koelectra",
+        SAMPLE_CORPUS,
+        cache_dir=tmp_path / "cache",
+        settings=settings,
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["model"] == str(generator_dir) and evaluation.metrics["masked_tokens"] > 0
+    # Its discriminator alone has no MLM head: refused, pointing at the generator, before any data work.
+    with pytest.raises(ValueError, match="no masked-LM head .* ELECTRA discriminator: use the generator"):
+        evaluate(discriminator_dir, SAMPLE_CORPUS, cache_dir=tmp_path / "cache2", settings=settings, device="cpu")
+    assert not (tmp_path / "cache2").exists()
+
+
+def test_models_without_a_trained_mlm_head_are_refused(sample_lines, tmp_path):
+    import transformers
+
+    # A bare encoder (a published BertModel): its MLM head would be random.
+    checkpoint = published_layouts.make_bert_checkpoint(tmp_path / "bare", extra_texts=sample_lines)
+    config = transformers.BertConfig.from_pretrained(checkpoint)
+    (checkpoint / "model.safetensors").unlink()
+    transformers.BertModel(config).save_pretrained(checkpoint)
+    settings = EvaluationSettings(max_batches=1, nsp=False)
+    with pytest.raises(ValueError, match="no masked-LM head .* bare encoder"):
+        evaluate(checkpoint, SAMPLE_CORPUS, cache_dir=tmp_path / "cache", settings=settings, device="cpu")
+    # Our export of an NSP-only pretraining: the head is there but never trained.
+    tokenizer_dir = published_layouts.make_bert_checkpoint(tmp_path / "tok", extra_texts=sample_lines)
+    model = BertForPreTraining(read_hf_config(tokenizer_dir))
+    nsp_only = export_hf(model, tmp_path / "nsp-only", tokenizer_dir, objectives=["nsp"])
+    with pytest.raises(ValueError, match="pretrained without MLM .train.train_mlm=false"):
+        evaluate(nsp_only, SAMPLE_CORPUS, cache_dir=tmp_path / "cache", settings=settings, device="cpu")
+
+
+def test_source_defaults_to_the_runs_format_and_differing_mask_settings_are_named(tiny_run, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    _, _, run_dir, _ = tiny_run
+    # A copy of the run that says it was pretrained on jsonl records (field "content") with 40 % masks.
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("hf_export", MLFLOW_RUN_ID_FILE):
+        src = run_dir / name
+        target = copy / name
+        target.symlink_to(src, target_is_directory=src.is_dir())
+    config = OmegaConf.load(run_dir / "resolved_config.yaml")
+    config.data.source, config.data.text_field, config.data.mask_ratio = "jsonl", "content", 0.4
+    OmegaConf.save(config, copy / "resolved_config.yaml")
+    corpus = tmp_path / "held-out.jsonl"
+    with corpus.open("w", encoding="utf-8") as out:
+        for document in filter(str.strip, SAMPLE_CORPUS.read_text(encoding="utf-8").split("[EOD]")):
+            out.write(json.dumps({"content": " ".join(document.split())}, ensure_ascii=False) + "\n")
+    evaluation = evaluate(
+        copy,
+        corpus,
+        cache_dir=tmp_path / "cache",
+        settings=EvaluationSettings(max_batches=1),
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["source"] == "jsonl" and evaluation.params["text_field"] == "content"
+    assert evaluation.metrics["masked_tokens"] > 0
+    out = capsys.readouterr().out
+    assert "note: the run trained with data.mask_ratio=0.4" in out
+    assert evaluation.params["mask_ratio"] == "0.15"  # the flags' masks, comparable with any other model

@@ -132,10 +132,15 @@ def load_electra_pair(model, pair_dir: str | Path) -> None:
                 if k.startswith("bert.") and not k.startswith("bert.pooler.")  # ELECTRA has no pooler
             }
         )
-        head = {k.removeprefix("discriminator_predictions."): v for k, v in discriminator_state.items()
-                if k.startswith("discriminator_predictions.")}
+        head = {
+            k.removeprefix("discriminator_predictions."): v
+            for k, v in discriminator_state.items()
+            if k.startswith("discriminator_predictions.")
+        }
         if not head:
-            raise ValueError(f"{pair_dir / 'discriminator'}: no discriminator_predictions.* weights (not an ElectraForPreTraining)")
+            raise ValueError(
+                f"{pair_dir / 'discriminator'}: no discriminator_predictions.* weights (not an ElectraForPreTraining)"
+            )
         model.discriminator_predictions.load_state_dict(head)
         ours = model.generator.state_dict()
         theirs = {k: v for k, v in generator.state_dict().items() if k in ours and not k.startswith("bert.embeddings.")}
@@ -148,8 +153,10 @@ def load_electra_pair(model, pair_dir: str | Path) -> None:
             ours[key].copy_(tensor)
     shared = generator.bert.embeddings.word_embeddings.weight
     if not torch.equal(shared, discriminator.bert.embeddings.word_embeddings.weight):
-        log.warning("%s: the generator's embeddings differ from the discriminator's; the shared ones are the "
-                    "discriminator's", pair_dir)
+        log.warning(
+            "%s: the generator's embeddings differ from the discriminator's; the shared ones are the discriminator's",
+            pair_dir,
+        )
 
 
 def copy_tokenizer_files(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
@@ -252,13 +259,28 @@ def require_complete_encoder(initialized: list[str], hf_dir: str | Path) -> None
         )
 
 
-def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> BertForPreTraining:
+def require_mlm_head(initialized: list[str], hf_dir: str | Path) -> None:
+    """Scoring or filling masks with a fresh MLM head gives numbers that look real and mean nothing."""
+    missing_head = [k for k in initialized if k.startswith("cls.predictions.")]
+    if missing_head:
+        hint = (
+            "an ELECTRA discriminator: use the generator of the pair (<run>/hf_export/generator, or the run directory)"
+            if json.loads((Path(hf_dir) / "config.json").read_text()).get("model_type") == "electra"
+            else "a bare encoder (e.g. saved as BertModel / RobertaModel): use a checkpoint saved with its masked-LM head"
+        )
+        raise ValueError(f"{hf_dir} has no masked-LM head (no {missing_head[0]} or its family's name for it): {hint}")
+
+
+def import_hf(
+    hf_dir: str | Path, expected_vocab_size: int | None = None, require_mlm: bool = False
+) -> BertForPreTraining:
     """Load a local HF BERT, RoBERTa or ELECTRA directory (pretraining, masked-LM or bare encoder) as ours.
 
     Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint, the MLM head of an
     ELECTRA discriminator) keep their fresh initialisation; their keys are logged as a warning.
-    Missing encoder weights are an error. Like any new module the model is in train mode: call
-    .eval() for inference.
+    Missing encoder weights are an error, and so is a missing MLM head with ``require_mlm``
+    (for whatever reads the MLM head's predictions: evaluation, fill-mask). Like any new module
+    the model is in train mode: call .eval() for inference.
     """
     hf_dir = Path(hf_dir)
     config = read_hf_config(hf_dir)
@@ -270,6 +292,8 @@ def import_hf(hf_dir: str | Path, expected_vocab_size: int | None = None) -> Ber
     model = BertForPreTraining(config)
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
     require_complete_encoder(initialized, hf_dir)
+    if require_mlm:
+        require_mlm_head(initialized, hf_dir)
     # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
     initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
     if initialized:

@@ -95,7 +95,9 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
         export = path / HF_EXPORT_DIR / "discriminator"
         return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
     if (path / "discriminator").is_dir() and _is_hf_dir(path / "discriminator"):
-        return EncoderSource("hf", path / "discriminator", _tokenizer_for(path, [path / "discriminator"], tokenizer_dir))
+        return EncoderSource(
+            "hf", path / "discriminator", _tokenizer_for(path, [path / "discriminator"], tokenizer_dir)
+        )
     if _is_hf_dir(path / HF_EXPORT_DIR):
         export = path / HF_EXPORT_DIR
         return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
@@ -126,17 +128,47 @@ def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLi
     return config.get("model_type", "bert") == "bert" and "BertForPreTraining" in config.get("architectures", [])
 
 
+def masked_lm_source(source: str | os.PathLike) -> Path:
+    """Where the masked LM of ``source`` is: an ELECTRA run (or its export) is scored and fills masks
+    with its generator, its discriminator has no MLM head; anything else is its own masked LM."""
+    path = Path(source).expanduser().resolve()
+    for export in (path / HF_EXPORT_DIR, path):
+        if _is_hf_dir(export / "generator") and (export / "discriminator").is_dir():
+            return export / "generator"
+    return path
+
+
+def require_trained_mlm_head(resolved: EncoderSource) -> None:
+    """Our checkpoints and exports say which objectives they trained: one pretrained with
+    ``train.train_mlm=false`` has an MLM head that never learned anything."""
+    if resolved.kind == "ckpt":
+        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
+        trained = bool(state.get("hyper_parameters", {}).get("train_mlm", True))
+    else:
+        objectives = json.loads((resolved.weights / "config.json").read_text()).get(OBJECTIVES_KEY)
+        trained = objectives is None or bool({"mlm", "electra-generator"} & set(objectives))
+    if not trained:
+        raise ValueError(
+            f"{resolved.weights} was pretrained without MLM (train.train_mlm=false): its MLM head is untrained, "
+            "so its masked-token predictions mean nothing"
+        )
+
+
 def load_pretrained_model(
-    source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None
+    source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None, require_mlm: bool = False
 ) -> tuple[BertForPreTraining, Path]:
     """``(the whole pretrained model with its heads, tokenizer directory)`` for a run directory, a
-    ``.ckpt`` or an HF directory (see the module docstring for which files are used), in train mode."""
+    ``.ckpt`` or an HF directory (see the module docstring for which files are used), in train mode.
+    ``require_mlm``: refuse a model whose MLM head is missing or was never trained (for scoring masks)."""
     resolved = resolve_source(source, tokenizer_dir)
+    if require_mlm:
+        require_trained_mlm_head(resolved)
     tokenizer = load_tokenizer(resolved.tokenizer_dir)
     vocab_size = tokenizer.vocab_size
     tokenizer.close()
     if resolved.kind == "hf":
-        return import_hf(resolved.weights, expected_vocab_size=vocab_size), resolved.tokenizer_dir
+        model = import_hf(resolved.weights, expected_vocab_size=vocab_size, require_mlm=require_mlm)
+        return model, resolved.tokenizer_dir
     try:
         model = load_pretraining_weights(resolved.weights)
     except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
