@@ -61,7 +61,9 @@ from bert_lm.config.schema import CleaningSchema, DataSchema
 from bert_lm.corpus import formats
 from bert_lm.corpus.prepare import (
     TRAIN_FILE,
+    VALID_FILE,
     PrepareSettings,
+    is_prepared,
 )
 from bert_lm.corpus.readers import READERS
 from bert_lm.data.datamodule import ShardedEpochSampler
@@ -133,15 +135,20 @@ def find_run_dir(model_path: Path) -> Path | None:
     return candidate if any((candidate / name).is_file() for name in markers) else None
 
 
-def run_data_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | None]:
-    """The ``data`` node of the run's config and the file it came from (None, None without one)."""
+def run_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | None]:
+    """The run's config (with a ``data`` node) and the file it came from (None, None without one)."""
     for name in RUN_CONFIG_FILES if run_dir is not None else ():
         path = run_dir / name
         if path.is_file():
             config = OmegaConf.load(path)
             if "data" in config:
-                return config.data, path
+                return config, path
     return None, None
+
+
+def is_prepared_split(data: Path) -> bool:
+    """Whether ``data`` is the train or valid file of a prepared corpus (``cache/prepared/<name>/``)."""
+    return data.is_file() and data.name in (TRAIN_FILE, VALID_FILE) and is_prepared(data.parent)
 
 
 def load_model(model_path: Path, tokenizer_dir: str | Path | None) -> tuple[BertForPreTraining, Path, bool]:
@@ -162,13 +169,21 @@ RUN_MASK_SETTINGS = {
 }
 
 
-def mask_settings_differing_from_run(settings: EvaluationSettings, run_data: DictConfig | None) -> list[str]:
-    """``data.<key>=<run's value>`` for each mask setting the run trained with that this evaluation does not use."""
+def mask_settings_differing_from_run(settings: EvaluationSettings, run_config: DictConfig | None) -> list[str]:
+    """``<key>=<run's value>`` for each setting that decides the masks which the run trained with and this
+    evaluation does not use (the run's data settings, its seed and its padding multiple)."""
+    if run_config is None:
+        return []
+    data, impl = run_config.get("data") or {}, run_config.get("impl") or {}
+    run_values = {f"data.{key}": (field, data.get(key)) for field, key in RUN_MASK_SETTINGS.items()}
+    run_values["seed"] = ("seed", run_config.get("seed"))
+    run_values["impl.pad_to_multiple_of"] = ("pad_to_multiple_of", impl.get("pad_to_multiple_of"))
     differing = []
-    for field_name, key in RUN_MASK_SETTINGS.items():
-        run_value = run_data.get(key) if run_data is not None else None
+    for key, (field_name, run_value) in run_values.items():
+        if key == "impl.pad_to_multiple_of" and run_value is None:
+            continue  # the run padded to the batch's longest example, as the default here
         if run_value is not None and not isinstance(run_value, str) and run_value != getattr(settings, field_name):
-            differing.append(f"data.{key}={run_value}")
+            differing.append(f"{key}={run_value}")
     return differing
 
 
@@ -345,11 +360,19 @@ def evaluate(
         model_path = masked_lm
 
     run_dir = find_run_dir(model_path)
-    run_data, run_config_file = run_data_config(run_dir)
+    run_cfg, run_config_file = run_config(run_dir)
+    run_data = run_cfg.data if run_cfg is not None else None
     if source is None:
-        # The format the run was pretrained on (its held-out data is most likely in it), else plain text.
-        run_source = run_data.get("source") if run_data is not None else None
-        source = run_source if isinstance(run_source, str) and run_source in SOURCES else "plain"
+        if is_prepared_split(data):
+            # A prepared train.txt / valid.txt (a run's own split): cleaned, one sentence a line, [EOD] between
+            # documents, whatever format the run read.
+            source = "plain"
+            split_sentences = False if split_sentences is None else split_sentences
+            print(f"corpus: {data} is a prepared split: --source plain --no-split-sentences")
+        else:
+            # The format the run was pretrained on (its held-out data is most likely in it), else plain text.
+            run_source = run_data.get("source") if run_data is not None else None
+            source = run_source if isinstance(run_source, str) and run_source in SOURCES else "plain"
     if source not in SOURCES:
         raise ValueError(f"--source={source!r}: use one of {SOURCES}")
     model, tokenizer_path, nsp_trained = load_model(model_path, tokenizer_dir)
@@ -373,7 +396,7 @@ def evaluate(
         else "single-segment spans"
     )
     print(f"model: {model_path} (tokenizer {tokenizer_path}; {layout}, max_len {max_len})")
-    differing = mask_settings_differing_from_run(settings, run_data)
+    differing = mask_settings_differing_from_run(settings, run_cfg)
     if differing:
         # Not taken over: every model evaluated with the same flags gets the same masks, runs or not.
         print(

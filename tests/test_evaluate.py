@@ -231,6 +231,39 @@ def test_electra_pair_is_scored_by_its_generator_and_a_discriminator_is_refused(
     assert not (tmp_path / "cache2").exists()
 
 
+def test_our_electra_export_and_checkpoint_point_at_the_generator(sample_lines, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from bert_lm.models.electra import ElectraForPretraining
+    from bert_lm.models.hf_interop import export_electra
+    from bert_lm.training.encoder_loading import EncoderSource, require_trained_mlm_head
+
+    tokenizer_dir = published_layouts.make_bert_checkpoint(tmp_path / "tok", extra_texts=sample_lines)
+    config = dataclasses.replace(read_hf_config(tokenizer_dir), model_type="electra")
+    discriminator_dir, generator_dir = export_electra(
+        ElectraForPretraining(config, 0.5), tmp_path / "hf_export", tokenizer_dir
+    )
+    settings = EvaluationSettings(max_batches=1, nsp=False)
+    evaluation = evaluate(
+        tmp_path / "hf_export",
+        SAMPLE_CORPUS,
+        cache_dir=tmp_path / "cache",
+        settings=settings,
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["model"] == str(generator_dir)
+    with pytest.raises(ValueError, match="ELECTRA discriminator has no MLM head: use the generator"):
+        evaluate(discriminator_dir, SAMPLE_CORPUS, cache_dir=tmp_path / "cache", settings=settings, device="cpu")
+    # An ELECTRA pretraining checkpoint (ElectraPretrainingModule's hparams carry disc_weight).
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": {"disc_weight": 50.0}, "state_dict": {}}, checkpoint)
+    with pytest.raises(ValueError, match="is an ELECTRA pretraining checkpoint: .* use the generator"):
+        require_trained_mlm_head(EncoderSource("ckpt", checkpoint, tokenizer_dir))
+
+
 def test_models_without_a_trained_mlm_head_are_refused(sample_lines, tmp_path):
     import transformers
 
@@ -248,6 +281,10 @@ def test_models_without_a_trained_mlm_head_are_refused(sample_lines, tmp_path):
     nsp_only = export_hf(model, tmp_path / "nsp-only", tokenizer_dir, objectives=["nsp"])
     with pytest.raises(ValueError, match="pretrained without MLM .train.train_mlm=false"):
         evaluate(nsp_only, SAMPLE_CORPUS, cache_dir=tmp_path / "cache", settings=settings, device="cpu")
+    from bert_lm.fill_mask import load_for_fill_mask
+
+    with pytest.raises(ValueError, match="pretrained without MLM"):  # fill-mask would print random guesses
+        load_for_fill_mask(nsp_only)
 
 
 def test_source_defaults_to_the_runs_format_and_differing_mask_settings_are_named(tiny_run, tmp_path, capsys):
@@ -279,5 +316,23 @@ def test_source_defaults_to_the_runs_format_and_differing_mask_settings_are_name
     assert evaluation.params["source"] == "jsonl" and evaluation.params["text_field"] == "content"
     assert evaluation.metrics["masked_tokens"] > 0
     out = capsys.readouterr().out
-    assert "note: the run trained with data.mask_ratio=0.4" in out
+    assert "note: the run trained with data.mask_ratio=0.4" in out and f"seed={config.seed}" in out
     assert evaluation.params["mask_ratio"] == "0.15"  # the flags' masks, comparable with any other model
+    # A prepared split (any run's valid.txt) is plain text cut into sentences already, whatever the run read.
+    prepared_valid = _prepared_valid(tmp_path)
+    evaluation = evaluate(
+        copy,
+        prepared_valid,
+        cache_dir=tmp_path / "cache",
+        settings=EvaluationSettings(max_batches=1),
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["source"] == "plain" and evaluation.params["split_sentences"] == "False"
+
+
+def _prepared_valid(tmp_path):
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.merge(compose_config(tiny_overrides(tmp_path)).data, {"root": str(SAMPLE_CORPUS)})
+    return ensure_prepared_corpus(data, tmp_path / "prep-cache") / VALID_FILE

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bert_lm.tokenizer import mecab_segmenter
@@ -35,6 +35,8 @@ def test_morphemes_become_continuation_pieces(mecab_tokenizer):
 @pytest.mark.parametrize("kind", ["mecab_tokenizer", "plain_tokenizer"])
 @HYPOTHESIS
 @given(text=random_text)
+@example(text="##")  # found by hypothesis: a word of literal '#'s
+@example(text="a## ###")
 def test_offsets_slice_back_to_the_original_text(kind, text, request):
     tokenizer = request.getfixturevalue(kind)
     encoding = tokenizer.encode(text)
@@ -43,7 +45,10 @@ def test_offsets_slice_back_to_the_original_text(kind, text, request):
         piece = text[start:end]
         assert piece and not piece.isspace()
         if token != "[UNK]":
-            assert piece == token.removeprefix("##")
+            # WordPiece's own ambiguity: a word that starts with literal '#'s (Mecab keeps "##" one symbol
+            # morpheme; BERT's pre-tokenizer splits each '#') can match a "##..." piece as its first token,
+            # whose surface is the whole piece, not the piece without its continuation mark.
+            assert piece == token.removeprefix("##") or (piece == token and piece.startswith("#"))
     # Tokens cover every non-space character, in order.
     covered = "".join(text[s:e] for s, e in encoding.offsets)
     assert covered == "".join(text.split())

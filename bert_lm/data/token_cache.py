@@ -434,13 +434,20 @@ class ArrayFile:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDONLY)
         if self.path.suffix == ".npy":
-            with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (
-                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                )
-                shape, _, header_dtype = read_header(f)
-                self._data_offset = f.tell()
+            try:
+                # The header through the same descriptor: the file may be replaced or removed by name meanwhile.
+                with open(self._fd, "rb", closefd=False) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, header_dtype = read_header(f)
+                    self._data_offset = f.tell()
+            except BaseException:
+                os.close(self._fd)
+                raise
             self.dtype, self.length = np.dtype(header_dtype), shape[0]
         else:
             self._data_offset = 0

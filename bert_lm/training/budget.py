@@ -65,6 +65,9 @@ class TrainingBudget(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
         if self._batch_started is not None:
+            if pl_module.device.type == "cuda":
+                # The batch's backward and optimizer kernels may still be queued: count them in this batch.
+                torch.cuda.synchronize(pl_module.device)
             self.elapsed_s += self._clock() - self._batch_started
             self._batch_started = None
         if trainer.world_size > 1:

@@ -138,14 +138,26 @@ def masked_lm_source(source: str | os.PathLike) -> Path:
     return path
 
 
+ELECTRA_HINT = (
+    "an ELECTRA discriminator has no MLM head: use the generator of the pair (<run>/hf_export/generator, or the "
+    "run directory once it has exported)"
+)
+
+
 def require_trained_mlm_head(resolved: EncoderSource) -> None:
     """Our checkpoints and exports say which objectives they trained: one pretrained with
-    ``train.train_mlm=false`` has an MLM head that never learned anything."""
+    ``train.train_mlm=false`` has an MLM head that never learned anything, and an ELECTRA
+    checkpoint or discriminator export holds no MLM head of ours to score with."""
     if resolved.kind == "ckpt":
         state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
-        trained = bool(state.get("hyper_parameters", {}).get("train_mlm", True))
+        hparams = state.get("hyper_parameters", {})
+        if "disc_weight" in hparams:  # ElectraPretrainingModule's
+            raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}")
+        trained = bool(hparams.get("train_mlm", True))
     else:
         objectives = json.loads((resolved.weights / "config.json").read_text()).get(OBJECTIVES_KEY)
+        if objectives is not None and "electra-discriminator" in objectives:
+            raise ValueError(f"{resolved.weights}: {ELECTRA_HINT}")
         trained = objectives is None or bool({"mlm", "electra-generator"} & set(objectives))
     if not trained:
         raise ValueError(
