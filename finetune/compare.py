@@ -1,6 +1,7 @@
 """Is one encoder better than another downstream, or is it the evaluation file's luck?
 
     python -m finetune.compare <run> [<run> ...] --against <run> [<run> ...] [--gold FILE]
+    python -m finetune.compare --encoder NAME <run> [<run> ...] --encoder NAME <run> [...] [--encoder ...]
 
 Each ``<run>`` is a run directory of ``run_finetune.py``: a classification task (hate
 speech, NSMC, KLUE NLI: macro F1 over the evaluation rows) or KLUE NER (entity macro F1
@@ -15,6 +16,12 @@ not ahead, and last ``macro_f1_gap: <x>``. The comparison is an MLflow run of ex
 each pair's gap as metrics, the compared runs' MLflow ids as tags, and a histogram of the
 bootstrap distribution.
 
+With ``--encoder`` (two or more, each a name and its runs, paired by position across
+encoders: the same seeds in the same order), every pair of encoders is compared the same
+way, on the same resamples, and printed as a table: each encoder's mean score, then each
+pair's gap, interval and share not ahead; each pair is its own MLflow run, named after the
+two encoders.
+
 The interval answers "would another file of this size drawn the same way give the
 same verdict" for these trained models; seed-to-seed variation is in the spread of
 the per-pair gaps, which is why several pairs are better than one. ``--split test``
@@ -24,6 +31,7 @@ compares the test-file predictions of runs that scored one (``task.test_file``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -132,6 +140,27 @@ def compare(
     )
 
 
+def compare_encoders(
+    encoders: dict[str, Sequence[ScoredRun]], n_resamples: int = 1000, seed: int = 0
+) -> list[tuple[str, str, Comparison]]:
+    """Every pair of encoders (in the order given): ``(first, second, first's gap over second)``.
+    The runs of each encoder are paired by position with every other's; each pair is resampled
+    with the same seed, so every interval comes from the same resamples of the file."""
+    if len(encoders) < 2:
+        raise CompareError(f"{len(encoders)} --encoder given: name at least two encoders, each with its runs")
+    counts = {name: len(runs) for name, runs in encoders.items()}
+    if len(set(counts.values())) != 1:
+        raise CompareError(
+            f"runs per encoder: {counts}; give every --encoder the same number of runs, paired by position "
+            "(e.g. seeds 42 1 2 3 in that order)"
+        )
+    check_comparable([run for runs in encoders.values() for run in runs])
+    return [
+        (first, second, compare(encoders[first], encoders[second], n_resamples, seed))
+        for first, second in itertools.combinations(encoders, 2)
+    ]
+
+
 def log_comparison(
     result: Comparison,
     runs: Sequence[ScoredRun],
@@ -140,8 +169,10 @@ def log_comparison(
     n_resamples: int,
     seed: int,
     tracking_uri: str = DEFAULT_TRACKING_URI,
+    names: tuple[str, str] | None = None,
 ) -> str:
-    """Record the comparison as a finished MLflow run in ``bert-lm-comparisons``; returns its id."""
+    """Record the comparison as a finished MLflow run in ``bert-lm-comparisons``; returns its id.
+    ``names``: the two encoders' names (``--encoder``), else the first runs' directory names."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -149,9 +180,12 @@ def log_comparison(
 
     client = MlflowClient(tracking_uri)
     first = runs[0]
-    name = f"{Path(first.run_dir).name} vs {Path(against[0].run_dir).name} ({first.task}, {len(runs)} pairs)"
+    runs_name, against_name = names or (Path(first.run_dir).name, Path(against[0].run_dir).name)
+    name = f"{runs_name} vs {against_name} ({first.task}, {len(runs)} pairs)"
     tags = {
         "task": first.task,
+        "runs_name": runs_name,
+        "against_name": against_name,
         # MLflow ids of the compared runs (where their directories name one), to find them in the UI.
         "runs_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in runs),
         "against_mlflow_ids": ",".join(run_id_of(r.run_dir) or "-" for r in against),
@@ -202,8 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Macro-F1 gap between finetuning runs (classification or KLUE NER), with a paired-bootstrap "
         "95 %% interval."
     )
-    parser.add_argument("runs", nargs="+", help="run directories of run_finetune.py (e.g. pretrained, one per seed)")
-    parser.add_argument("--against", nargs="+", required=True, help="the runs to compare with, paired in order")
+    parser.add_argument("runs", nargs="*", help="run directories of run_finetune.py (e.g. pretrained, one per seed)")
+    parser.add_argument("--against", nargs="+", help="the runs to compare with, paired in order")
+    parser.add_argument(
+        "--encoder",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "RUN"),
+        help="an encoder's name and its runs; two or more compare every pair (instead of runs --against)",
+    )
     parser.add_argument("--split", choices=SPLITS, default="eval", help="evaluation or test file")
     parser.add_argument(
         "--gold", help="KLUE NER: the file the runs scored, for runs whose report does not name it (older runs)"
@@ -212,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: the project's)")
     args = parser.parse_args(argv)
+    if args.encoder:
+        if args.runs or args.against:
+            parser.error("give either runs --against runs, or --encoder NAME RUN ... two or more times, not both")
+        return compare_encoders_main(args)
+    if not args.runs or not args.against:
+        parser.error("give runs and --against runs (or --encoder NAME RUN ... two or more times)")
     try:
         runs = [read_scored_run(r, args.split, args.gold) for r in args.runs]
         against = [read_scored_run(r, args.split, args.gold) for r in args.against]
@@ -231,6 +278,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds (MlflowException, OSError, sqlalchemy's)
         print(f"warning: not logged to MLflow at {args.tracking_uri}: {err}: pass --tracking-uri", file=sys.stderr)
     print(f"macro_f1_gap: {result.mean_gap:.4f}")
+    return 0
+
+
+def compare_encoders_main(args: argparse.Namespace) -> int:
+    """``--encoder NAME RUN ...`` twice or more: a table of every pair."""
+    try:
+        encoders: dict[str, list[ScoredRun]] = {}
+        for name, *run_dirs in args.encoder:
+            if not run_dirs:
+                raise CompareError(f"--encoder {name}: give its runs after the name (--encoder NAME RUN [RUN ...])")
+            if name in encoders:
+                raise CompareError(f"--encoder {name} is given twice: name each encoder once")
+            encoders[name] = [read_scored_run(r, args.split, args.gold) for r in run_dirs]
+        pairs = compare_encoders(encoders, args.resamples, args.seed)
+    except CompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    first = next(iter(encoders.values()))[0]
+    print(f"{first.task}: {len(first.units)} {first.unit_name} of {first.source}, {args.resamples} paired resamples")
+    means = {name: float(np.mean([run.macro_f1() for run in runs])) for name, runs in encoders.items()}
+    print(f"\n| encoder | runs | mean {first.metric} |\n|---|---:|---:|")
+    for name, runs in encoders.items():
+        print(f"| {name} | {len(runs)} | {means[name]:.4f} |")
+    print("\n| encoder | against | mean gap | 95 % CI | resamples not ahead |\n|---|---|---:|---|---:|")
+    for a, b, result in pairs:
+        print(
+            f"| {a} | {b} | {100 * result.mean_gap:+.1f} | [{100 * result.low:+.1f}, {100 * result.high:+.1f}] "
+            f"| {result.not_ahead:.3f} |"
+        )
+    try:  # the figures are printed already; a store that cannot be written loses only the record
+        for a, b, result in pairs:
+            run_id = log_comparison(
+                result, encoders[a], encoders[b], args.split, args.resamples, args.seed, args.tracking_uri, (a, b)
+            )
+            print(f"mlflow_run_id: {run_id} ({a} vs {b}, experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds (MlflowException, OSError, sqlalchemy's)
+        print(f"warning: not logged to MLflow at {args.tracking_uri}: {err}: pass --tracking-uri", file=sys.stderr)
+    best = max(means, key=means.get)
+    print(f"best_encoder: {best} (mean {first.metric} {means[best]:.4f})")
     return 0
 
 
