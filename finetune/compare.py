@@ -290,6 +290,8 @@ def compare_encoders_main(args: argparse.Namespace) -> int:
                 raise CompareError(f"--encoder {name}: give its runs after the name (--encoder NAME RUN [RUN ...])")
             if name in encoders:
                 raise CompareError(f"--encoder {name} is given twice: name each encoder once")
+            if Path(name).is_dir():  # a run directory where the name belongs
+                raise CompareError(f"--encoder {name}: the first value is the encoder's name, then its runs")
             encoders[name] = [read_scored_run(r, args.split, args.gold) for r in run_dirs]
         pairs = compare_encoders(encoders, args.resamples, args.seed)
     except CompareError as err:

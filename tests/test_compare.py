@@ -237,6 +237,8 @@ def test_cli_compares_every_pair_of_encoders_as_a_table_and_logs_each_pair(tmp_p
     twice = ["--encoder", "weak", *map(str, encoder_dirs["weak"])] * 2
     assert compare_cli.main([*twice, "--tracking-uri", uri]) == 1
     assert "--encoder weak is given twice" in capsys.readouterr().err
+    assert compare_cli.main(["--encoder", *map(str, encoder_dirs["weak"]), *argv]) == 1
+    assert "the first value is the encoder's name, then its runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compare_cli.main([str(encoder_dirs["weak"][0]), *argv])
 
