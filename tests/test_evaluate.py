@@ -305,29 +305,25 @@ def test_source_defaults_to_the_runs_format_and_differing_mask_settings_are_name
     with corpus.open("w", encoding="utf-8") as out:
         for document in filter(str.strip, SAMPLE_CORPUS.read_text(encoding="utf-8").split("[EOD]")):
             out.write(json.dumps({"content": " ".join(document.split())}, ensure_ascii=False) + "\n")
-    evaluation = evaluate(
-        copy,
-        corpus,
-        cache_dir=tmp_path / "cache",
-        settings=EvaluationSettings(max_batches=1),
-        device="cpu",
-        show_progress=False,
-    )
+
+    def evaluate_copy(data):
+        return evaluate(
+            copy,
+            data,
+            cache_dir=tmp_path / "cache",
+            settings=EvaluationSettings(max_batches=1),
+            device="cpu",
+            show_progress=False,
+        )
+
+    evaluation = evaluate_copy(corpus)
     assert evaluation.params["source"] == "jsonl" and evaluation.params["text_field"] == "content"
     assert evaluation.metrics["masked_tokens"] > 0
     out = capsys.readouterr().out
     assert "note: the run trained with data.mask_ratio=0.4" in out and f"seed={config.seed}" in out
     assert evaluation.params["mask_ratio"] == "0.15"  # the flags' masks, comparable with any other model
     # A prepared split (any run's valid.txt) is plain text cut into sentences already, whatever the run read.
-    prepared_valid = _prepared_valid(tmp_path)
-    evaluation = evaluate(
-        copy,
-        prepared_valid,
-        cache_dir=tmp_path / "cache",
-        settings=EvaluationSettings(max_batches=1),
-        device="cpu",
-        show_progress=False,
-    )
+    evaluation = evaluate_copy(_prepared_valid(tmp_path))
     assert evaluation.params["source"] == "plain" and evaluation.params["split_sentences"] == "False"
 
 
