@@ -362,17 +362,16 @@ def evaluate(
     run_dir = find_run_dir(model_path)
     run_cfg, run_config_file = run_config(run_dir)
     run_data = run_cfg.data if run_cfg is not None else None
-    if source is None:
-        if is_prepared_split(data):
-            # A prepared train.txt / valid.txt (a run's own split): cleaned, one sentence a line, [EOD] between
-            # documents, whatever format the run read.
-            source = "plain"
-            split_sentences = False if split_sentences is None else split_sentences
-            print(f"corpus: {data} is a prepared split: --source plain --no-split-sentences")
-        else:
-            # The format the run was pretrained on (its held-out data is most likely in it), else plain text.
-            run_source = run_data.get("source") if run_data is not None else None
-            source = run_source if isinstance(run_source, str) and run_source in SOURCES else "plain"
+    if source in (None, "plain") and is_prepared_split(data):
+        # A prepared train.txt / valid.txt (a run's own split): cleaned, one sentence a line, [EOD] between
+        # documents, whatever format the run read; splitting it again would cut a few lines further.
+        source = "plain"
+        split_sentences = False if split_sentences is None else split_sentences
+        print(f"corpus: {data} is a prepared split: --source plain --no-split-sentences")
+    elif source is None:
+        # The format the run was pretrained on (its held-out data is most likely in it), else plain text.
+        run_source = run_data.get("source") if run_data is not None else None
+        source = run_source if isinstance(run_source, str) and run_source in SOURCES else "plain"
     if source not in SOURCES:
         raise ValueError(f"--source={source!r}: use one of {SOURCES}")
     model, tokenizer_path, nsp_trained = load_model(model_path, tokenizer_dir)

@@ -43,6 +43,8 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from bert_lm.tracking import DEFAULT_TRACKING_URI, ensure_experiment, run_id_of
+from finetune.classification import outputs as classification_outputs
+from finetune.ner import outputs as ner_outputs
 from finetune.scored_runs import SPLITS, CompareError, ScoredRun, read_scored_run
 
 EXPERIMENT_NAME = "bert-lm-comparisons"
@@ -290,7 +292,10 @@ def compare_encoders_main(args: argparse.Namespace) -> int:
                 raise CompareError(f"--encoder {name}: give its runs after the name (--encoder NAME RUN [RUN ...])")
             if name in encoders:
                 raise CompareError(f"--encoder {name} is given twice: name each encoder once")
-            if Path(name).is_dir():  # a run directory where the name belongs
+            if any(
+                (Path(name) / report).is_file()
+                for report in (classification_outputs.REPORT_JSON, ner_outputs.REPORT_JSON)
+            ):  # a run where the name belongs
                 raise CompareError(f"--encoder {name}: the first value is the encoder's name, then its runs")
             encoders[name] = [read_scored_run(r, args.split, args.gold) for r in run_dirs]
         pairs = compare_encoders(encoders, args.resamples, args.seed)
@@ -318,7 +323,8 @@ def compare_encoders_main(args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds (MlflowException, OSError, sqlalchemy's)
         print(f"warning: not logged to MLflow at {args.tracking_uri}: {err}: pass --tracking-uri", file=sys.stderr)
     best = max(means, key=means.get)
-    print(f"best_encoder: {best} (mean {first.metric} {means[best]:.4f})")
+    # The highest mean, not a verdict: whether it is ahead of each other encoder is the table's intervals.
+    print(f"highest_mean: {best} (mean {first.metric} {means[best]:.4f})")
     return 0
 
 

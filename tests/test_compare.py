@@ -222,8 +222,7 @@ def test_cli_compares_every_pair_of_encoders_as_a_table_and_logs_each_pair(tmp_p
         for name, dirs in encoder_dirs.items()
     }
     assert f"| strong | 2 | {means['strong']:.4f} |" in out
-    assert any(line.startswith("| middle | weak | ") for line in out)
-    assert out[-1] == f"best_encoder: strong (mean macro F1 {means['strong']:.4f})"
+    assert out[-1] == f"highest_mean: strong (mean macro F1 {means['strong']:.4f})"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(compare_cli.EXPERIMENT_NAME).experiment_id])
     assert sorted((r.data.tags["runs_name"], r.data.tags["against_name"]) for r in runs) == [
@@ -231,6 +230,19 @@ def test_cli_compares_every_pair_of_encoders_as_a_table_and_logs_each_pair(tmp_p
         ("strong", "middle"),
         ("strong", "weak"),
     ]
+    encoders = {name: [read_scored_run(d) for d in dirs] for name, dirs in encoder_dirs.items()}
+    logged = {(r.data.tags["runs_name"], r.data.tags["against_name"]): r.data.metrics for r in runs}
+    for (a, b), metrics in logged.items():  # each row and each MLflow run hold that pair's own comparison
+        alone = compare(encoders[a], encoders[b], n_resamples=100)
+        assert means[a] - means[b] == pytest.approx(alone.mean_gap) == pytest.approx(metrics["macro_f1_gap"])
+        assert (metrics["ci_low"], metrics["ci_high"]) == pytest.approx((alone.low, alone.high))
+        row = f"| {a} | {b} | {100 * alone.mean_gap:+.1f} | [{100 * alone.low:+.1f}, {100 * alone.high:+.1f}] |"
+        assert any(line.startswith(row) for line in out)
+    # A name that is also a directory (but not a run) is a name: e.g. the folder holding the encoder's seeds.
+    (tmp_path / "strong-seeds").mkdir()
+    named_like_a_folder = [arg if arg != "strong" else str(tmp_path / "strong-seeds") for arg in argv]
+    assert compare_cli.main([*named_like_a_folder, "--resamples", "10", "--tracking-uri", uri]) == 0
+    capsys.readouterr()
     # Refusals: a name without runs, a name twice, --encoder mixed with runs --against.
     assert compare_cli.main(["--encoder", "strong", "--encoder", "weak", *map(str, encoder_dirs["weak"])]) == 1
     assert "--encoder strong: give its runs after the name" in capsys.readouterr().err

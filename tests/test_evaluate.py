@@ -325,6 +325,17 @@ def test_source_defaults_to_the_runs_format_and_differing_mask_settings_are_name
     # A prepared split (any run's valid.txt) is plain text cut into sentences already, whatever the run read.
     evaluation = evaluate_copy(_prepared_valid(tmp_path))
     assert evaluation.params["source"] == "plain" and evaluation.params["split_sentences"] == "False"
+    # Also when plain is asked for: splitting the prepared lines again would cut a few of them further.
+    evaluation = evaluate(
+        copy,
+        _prepared_valid(tmp_path),
+        source="plain",
+        cache_dir=tmp_path / "cache",
+        settings=EvaluationSettings(max_batches=1),
+        device="cpu",
+        show_progress=False,
+    )
+    assert evaluation.params["split_sentences"] == "False"
 
 
 def _prepared_valid(tmp_path):
