@@ -54,12 +54,12 @@ def main() -> None:
         client = MlflowClient(tracking_uri)
         run_id = (Path(tmp) / "run" / "mlflow_run_id").read_text().strip()
         history = sorted(client.get_metric_history(run_id, "train/budget_elapsed_min"), key=lambda m: m.step)
-        steps = re.search(r"budget: ([\d.]+) of", result.stdout)
+        used = re.search(r"budget: ([\d.]+) of", result.stdout)
     first, last = history[0], history[-1]
     budget_s = 60.0 * (last.value - first.value)
     wall_s = (last.timestamp - first.timestamp) / 1000.0
     print(
-        f"device: {device}; model={MODEL}, budget {MINUTES} min ({steps.group(1) if steps else '?'} used), steps {first.step}-{last.step}"
+        f"device: {device}; model={MODEL}, budget {MINUTES} min ({used.group(1) if used else '?'} used), steps {first.step}-{last.step}"
     )
     print(f"budget counted {budget_s:.1f} s of training batches over {wall_s:.1f} s of wall-clock between those steps")
     print(f"budget_wall_ratio: {wall_s / budget_s:.3f}")

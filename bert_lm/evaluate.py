@@ -158,15 +158,15 @@ def load_model(model_path: Path, tokenizer_dir: str | Path | None) -> tuple[Bert
     return model.eval(), resolved_tokenizer_dir, pooler_was_trained(model_path, tokenizer_dir)
 
 
-# What decides the masks, as the run's data config names it (EvaluationSettings field: data key).
-RUN_MASK_SETTINGS = {
-    "mask_ratio": "mask_ratio",
-    "mask_token_prob": "mask_token_prob",
-    "random_token_prob": "random_token_prob",
-    "whole_word_mask": "whole_word_mask",
-    "pack_documents": "pack_documents",
-    "batch_size": "batch_size",
-}
+# The data settings that decide the masks (the same names in the run's data config and EvaluationSettings).
+RUN_MASK_SETTINGS = (
+    "mask_ratio",
+    "mask_token_prob",
+    "random_token_prob",
+    "whole_word_mask",
+    "pack_documents",
+    "batch_size",
+)
 
 
 def mask_settings_differing_from_run(settings: EvaluationSettings, run_config: DictConfig | None) -> list[str]:
@@ -175,7 +175,7 @@ def mask_settings_differing_from_run(settings: EvaluationSettings, run_config: D
     if run_config is None:
         return []
     data, impl = run_config.get("data") or {}, run_config.get("impl") or {}
-    run_values = {f"data.{key}": (field, data.get(key)) for field, key in RUN_MASK_SETTINGS.items()}
+    run_values = {f"data.{key}": (key, data.get(key)) for key in RUN_MASK_SETTINGS}
     run_values["seed"] = ("seed", run_config.get("seed"))
     run_values["impl.pad_to_multiple_of"] = ("pad_to_multiple_of", impl.get("pad_to_multiple_of"))
     differing = []

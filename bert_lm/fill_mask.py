@@ -23,7 +23,6 @@ from bert_lm.models.bert import BertForPreTraining
 from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 from bert_lm.tokenizer.loading import load_tokenizer
-from bert_lm.training.encoder_loading import EncoderSource, require_trained_mlm_head
 from bert_lm.training.run_support import HF_EXPORT_DIR
 
 
@@ -46,7 +45,6 @@ def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanToke
             "pass the run_dir: or hf_export: path that run.py printed"
         )
     tokenizer = load_tokenizer(export_dir)
-    require_trained_mlm_head(EncoderSource("hf", export_dir, export_dir))  # e.g. an NSP-only run's export
     model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size, require_mlm=True)
     return model.eval(), tokenizer
 

@@ -54,7 +54,6 @@ from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.korean_tokenizer import SPECIAL_TOKENS
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.tokenizer.mecab_segmenter import CONTINUATION_PREFIX, morphemes_with_offsets
-from bert_lm.training.encoder_loading import EncoderSource, require_trained_mlm_head
 from bert_lm.training.run_support import HF_EXPORT_DIR
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,6 @@ def load_mlm(path: str | os.PathLike) -> tuple[BertForPreTraining, object]:
             "pass a masked-LM checkpoint (for ELECTRA, the generator)"
         )
     tokenizer = load_tokenizer(model_dir)
-    require_trained_mlm_head(EncoderSource("hf", model_dir, model_dir))  # e.g. an NSP-only run's export
     model = import_hf(model_dir, require_mlm=True)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(

@@ -43,9 +43,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from bert_lm.tracking import DEFAULT_TRACKING_URI, ensure_experiment, run_id_of
-from finetune.classification import outputs as classification_outputs
-from finetune.ner import outputs as ner_outputs
-from finetune.scored_runs import SPLITS, CompareError, ScoredRun, read_scored_run
+from finetune.scored_runs import SPLITS, CompareError, ScoredRun, is_scored_run, read_scored_run
 
 EXPERIMENT_NAME = "bert-lm-comparisons"
 
@@ -292,10 +290,7 @@ def compare_encoders_main(args: argparse.Namespace) -> int:
                 raise CompareError(f"--encoder {name}: give its runs after the name (--encoder NAME RUN [RUN ...])")
             if name in encoders:
                 raise CompareError(f"--encoder {name} is given twice: name each encoder once")
-            if any(
-                (Path(name) / report).is_file()
-                for report in (classification_outputs.REPORT_JSON, ner_outputs.REPORT_JSON)
-            ):  # a run where the name belongs
+            if is_scored_run(name):  # a run where the name belongs
                 raise CompareError(f"--encoder {name}: the first value is the encoder's name, then its runs")
             encoders[name] = [read_scored_run(r, args.split, args.gold) for r in run_dirs]
         pairs = compare_encoders(encoders, args.resamples, args.seed)

@@ -88,9 +88,16 @@ def classification_counts(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> 
     return np.stack([tp, fp, fn], axis=-1).astype(np.int64)
 
 
+def is_scored_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory of ``run_finetune.py`` (it holds a task's report)."""
+    return any(
+        (Path(path) / report).is_file() for report in (ner_outputs.REPORT_JSON, classification_outputs.REPORT_JSON)
+    )
+
+
 def read_scored_run(run_dir: str | Path, split: str = "eval", gold_file: str | Path | None = None) -> ScoredRun:
     """The run's predictions for its evaluation (or test) file, whichever task it finetuned,
-    checked against the figure its report gives."""
+    checked against the figure its report gives (the report says which task: see :func:`is_scored_run`)."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise CompareError(f"split must be one of {SPLITS}, got {split!r}")

@@ -517,14 +517,13 @@ class PretrainingDataset(Dataset):
         """The plan of ``epoch``, opened. Runs with the same data settings and seed share a plan
         directory, and one that is two epochs ahead drops old plans: between our check that the
         plan exists and its opening it may be gone. It is rebuilt then (identical: same seed)."""
-        for attempt in range(attempts):
+        path = self.plan_path(epoch)
+        for _ in range(attempts - 1):
             try:
-                return ArrayFile(self.plan_path(epoch))
+                return ArrayFile(path)
             except FileNotFoundError:
-                if attempt == attempts - 1:
-                    raise
-                self._write_plan(epoch, self.plan_path(epoch))
-        raise AssertionError("unreachable")
+                self._write_plan(epoch, path)
+        return ArrayFile(path)
 
     # -- reading -------------------------------------------------------------------------
 

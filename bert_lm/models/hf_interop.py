@@ -259,13 +259,35 @@ def require_complete_encoder(initialized: list[str], hf_dir: str | Path) -> None
         )
 
 
-def require_mlm_head(initialized: list[str], hf_dir: str | Path) -> None:
+ELECTRA_HINT = (
+    "an ELECTRA discriminator has no MLM head: use the generator of the pair (<run>/hf_export/generator, or the "
+    "run directory once it has exported)"
+)
+UNTRAINED_MLM = (
+    "was pretrained without MLM (train.train_mlm=false): its MLM head is untrained, so its masked-token "
+    "predictions mean nothing"
+)
+
+
+def require_mlm_objective(hf_dir: Path) -> None:
+    """Our exports say which objectives they trained (``bert_lm_objectives``): an ELECTRA discriminator
+    has no MLM head, and an NSP-only run's head never learned anything. Published ones say nothing."""
+    objectives = json.loads((hf_dir / "config.json").read_text()).get(OBJECTIVES_KEY)
+    if objectives is None:
+        return
+    if "electra-discriminator" in objectives:
+        raise ValueError(f"{hf_dir}: {ELECTRA_HINT}")
+    if not {"mlm", "electra-generator"} & set(objectives):
+        raise ValueError(f"{hf_dir} {UNTRAINED_MLM}")
+
+
+def require_mlm_head(initialized: list[str], hf_dir: Path, model_type: str) -> None:
     """Scoring or filling masks with a fresh MLM head gives numbers that look real and mean nothing."""
     missing_head = [k for k in initialized if k.startswith("cls.predictions.")]
     if missing_head:
         hint = (
             "an ELECTRA discriminator: use the generator of the pair (<run>/hf_export/generator, or the run directory)"
-            if json.loads((Path(hf_dir) / "config.json").read_text()).get("model_type") == "electra"
+            if model_type == "electra"
             else "a bare encoder (e.g. saved as BertModel / RobertaModel): use a checkpoint saved with its masked-LM head"
         )
         raise ValueError(f"{hf_dir} has no masked-LM head (no {missing_head[0]} or its family's name for it): {hint}")
@@ -278,11 +300,14 @@ def import_hf(
 
     Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint, the MLM head of an
     ELECTRA discriminator) keep their fresh initialisation; their keys are logged as a warning.
-    Missing encoder weights are an error, and so is a missing MLM head with ``require_mlm``
-    (for whatever reads the MLM head's predictions: evaluation, fill-mask). Like any new module
-    the model is in train mode: call .eval() for inference.
+    Missing encoder weights are an error, and so is, with ``require_mlm`` (for whatever reads the
+    MLM head's predictions: evaluation, fill-mask, augmentation), an MLM head that is missing or,
+    as our export's objectives say, untrained. Like any new module the model is in train mode:
+    call .eval() for inference.
     """
     hf_dir = Path(hf_dir)
+    if require_mlm:
+        require_mlm_objective(hf_dir)  # before the weights are read
     config = read_hf_config(hf_dir)
     if expected_vocab_size is not None and config.vocab_size != expected_vocab_size:
         raise ValueError(
@@ -293,7 +318,7 @@ def import_hf(
     initialized = copy_hf_state_dict(model, read_hf_state_dict(hf_dir), source=str(hf_dir))
     require_complete_encoder(initialized, hf_dir)
     if require_mlm:
-        require_mlm_head(initialized, hf_dir)
+        require_mlm_head(initialized, hf_dir, config.model_type)
     # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
     initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
     if initialized:

@@ -33,7 +33,13 @@ from pathlib import Path
 import torch
 
 from bert_lm.models.bert import BertForPreTraining, BertModel
-from bert_lm.models.hf_interop import OBJECTIVES_KEY, import_hf
+from bert_lm.models.hf_interop import (
+    ELECTRA_HINT,
+    OBJECTIVES_KEY,
+    UNTRAINED_MLM,
+    import_hf,
+    require_mlm_objective,
+)
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
 from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
 from bert_lm.training.strategies import consolidated_checkpoint
@@ -138,32 +144,19 @@ def masked_lm_source(source: str | os.PathLike) -> Path:
     return path
 
 
-ELECTRA_HINT = (
-    "an ELECTRA discriminator has no MLM head: use the generator of the pair (<run>/hf_export/generator, or the "
-    "run directory once it has exported)"
-)
-
-
 def require_trained_mlm_head(resolved: EncoderSource) -> None:
-    """Our checkpoints and exports say which objectives they trained: one pretrained with
-    ``train.train_mlm=false`` has an MLM head that never learned anything, and an ELECTRA
-    checkpoint or discriminator export holds no MLM head of ours to score with."""
-    if resolved.kind == "ckpt":
-        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
-        hparams = state.get("hyper_parameters", {})
-        if "disc_weight" in hparams:  # ElectraPretrainingModule's
-            raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}")
-        trained = bool(hparams.get("train_mlm", True))
-    else:
-        objectives = json.loads((resolved.weights / "config.json").read_text()).get(OBJECTIVES_KEY)
-        if objectives is not None and "electra-discriminator" in objectives:
-            raise ValueError(f"{resolved.weights}: {ELECTRA_HINT}")
-        trained = objectives is None or bool({"mlm", "electra-generator"} & set(objectives))
-    if not trained:
-        raise ValueError(
-            f"{resolved.weights} was pretrained without MLM (train.train_mlm=false): its MLM head is untrained, "
-            "so its masked-token predictions mean nothing"
-        )
+    """Refuse a source whose MLM head is missing or untrained, before its weights are loaded: a
+    ``.ckpt`` by its hyper-parameters (an ELECTRA one, or ``train.train_mlm=false``); an HF
+    directory by our export's objectives (its weights' keys are checked as they load)."""
+    if resolved.kind == "hf":
+        require_mlm_objective(resolved.weights)
+        return
+    state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
+    hparams = state.get("hyper_parameters", {})
+    if "disc_weight" in hparams:  # ElectraPretrainingModule's
+        raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}")
+    if not hparams.get("train_mlm", True):
+        raise ValueError(f"{resolved.weights} {UNTRAINED_MLM}")
 
 
 def load_pretrained_model(
@@ -173,7 +166,7 @@ def load_pretrained_model(
     ``.ckpt`` or an HF directory (see the module docstring for which files are used), in train mode.
     ``require_mlm``: refuse a model whose MLM head is missing or was never trained (for scoring masks)."""
     resolved = resolve_source(source, tokenizer_dir)
-    if require_mlm:
+    if require_mlm and resolved.kind == "ckpt":  # an HF directory: import_hf(require_mlm=True) below
         require_trained_mlm_head(resolved)
     tokenizer = load_tokenizer(resolved.tokenizer_dir)
     vocab_size = tokenizer.vocab_size
