@@ -7,7 +7,10 @@
 ``pieces``: pieces per whitespace word, the share of ``##`` pieces and the share of the 100
 most frequent pieces on every 20th line of FILE. A tokenizer that keeps most words whole
 leaves the MLM few easy targets (particles and endings as their own pieces), which is what a
-small encoder learns first.
+small encoder learns first. For a Mecab-aware tokenizer also pieces per morpheme and the share
+of morphemes WordPiece splits further: whole-word masks of Mecab morphemes differ from
+single-token masks only on the tokens of those morphemes (a ``##`` piece may start a morpheme
+or continue one, so the token ids alone do not say which).
 
 ``collapse``: mean pairwise cosine of the word embeddings of pieces seen at most once in a
 10 % sample of the pretraining corpus, against pieces of middling frequency; and the share of
@@ -67,6 +70,26 @@ def piece_statistics(tokenizer_dirs: list[str], text: str) -> None:
             f"{Path(directory).name} ({tokenizer.vocab_size} pieces): pieces per word {total / words:.2f}, "
             f"## share {continuation:.3f}, top-100 share {top100:.3f}"
         )
+        if tokenizer.mecab:
+            morpheme_statistics(tokenizer, sample)
+
+
+def morpheme_statistics(tokenizer: KoreanTokenizer, sample: list[str]) -> None:
+    """Pieces per Mecab morpheme: each morpheme is one pre-tokenized word of the WordPiece model."""
+    segmented = [tokenizer.segment(line).split() for line in sample]
+    encodings = tokenizer.hf_tokenizer.encode_batch(segmented, is_pretokenized=True, add_special_tokens=False)
+    pieces_per_morpheme = np.concatenate(
+        [
+            np.bincount(np.asarray(e.word_ids, np.int64), minlength=len(words))
+            for e, words in zip(encodings, segmented, strict=True)
+        ]
+    )
+    split = pieces_per_morpheme > 1
+    print(
+        f"  morphemes: {len(pieces_per_morpheme)}, pieces per morpheme {pieces_per_morpheme.mean():.3f}, "
+        f"split into more than one piece {split.mean():.3f} of morphemes, "
+        f"{pieces_per_morpheme[split].sum() / pieces_per_morpheme.sum():.3f} of pieces"
+    )
 
 
 def _embeddings(hf_dir: Path) -> tuple[str, dict[str, np.ndarray]]:
