@@ -42,7 +42,8 @@ def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanToke
     if not (export_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{path}: neither an HF export (config.json) nor a run directory with {HF_EXPORT_DIR}/; "
-            "pass the run_dir: or hf_export: path that run.py printed"
+            "pass the run_dir: or hf_export: path that run.py printed (a run stopped before its export: "
+            "python -m bert_lm.export <run dir> writes it)"
         )
     tokenizer = load_tokenizer(export_dir)
     model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size, require_mlm=True)

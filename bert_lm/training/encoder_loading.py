@@ -5,10 +5,12 @@ Three kinds of source, told apart by what the path holds:
 * **a pretraining run directory** (``run_dir:`` printed by ``run.py``): its
   ``hf_export/`` when present -- exported from the *best* checkpoint, with the
   tokenizer beside it -- else ``checkpoints/last.ckpt`` (a run stopped before its
-  export), whose tokenizer must then be named explicitly;
+  export; ``python -m bert_lm.export <run dir>`` writes the export it missed), with the
+  tokenizer ``run.py`` copied into ``<run dir>/tokenizer/`` before training;
 * **a Lightning checkpoint** (``*.ckpt`` of ``run.py``; a DeepSpeed shard
-  directory is consolidated first): weights from its ``state_dict``; the tokenizer from ``<run dir>/hf_export`` next to it
-  (``<run dir>/checkpoints/x.ckpt``), or the explicit tokenizer directory;
+  directory is consolidated first): weights from its ``state_dict``; the tokenizer from
+  ``<run dir>/hf_export`` or ``<run dir>/tokenizer`` next to it (``<run dir>/checkpoints/x.ckpt``),
+  or the explicit tokenizer directory;
 * **an HF-format directory** (``config.json`` + ``model.safetensors`` or
   ``pytorch_model.bin``): our export, or a published BERT, RoBERTa or ELECTRA
   checkpoint (an ELECTRA discriminator's encoder is what finetuning takes); the
@@ -41,7 +43,7 @@ from bert_lm.models.hf_interop import (
     require_mlm_objective,
 )
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
-from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, load_pretraining_weights
+from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, RUN_TOKENIZER_DIR, load_pretraining_weights
 from bert_lm.training.strategies import consolidated_checkpoint
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -84,6 +86,11 @@ def _tokenizer_for(source: Path, candidates: list[Path], tokenizer_dir: str | os
     )
 
 
+def _run_tokenizers(run_dir: Path) -> list[Path]:
+    """Where a run keeps its tokenizer: its export, or the copy run.py makes before training."""
+    return [run_dir / HF_EXPORT_DIR, run_dir / RUN_TOKENIZER_DIR]
+
+
 def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> EncoderSource:
     """Decide what ``source`` is and where its weights and tokenizer are; raises
     ``FileNotFoundError``/``ValueError`` naming the path and what was expected."""
@@ -95,7 +102,7 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
         if path.suffix != ".ckpt":
             raise ValueError(f"pretrained={path} is a file but not a .ckpt: {_EXPECTED}")
         run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-        return EncoderSource("ckpt", path, _tokenizer_for(path, [run_dir / HF_EXPORT_DIR], tokenizer_dir))
+        return EncoderSource("ckpt", path, _tokenizer_for(path, _run_tokenizers(run_dir), tokenizer_dir))
     # An ELECTRA run exports two halves: finetuning takes the discriminator.
     if _is_hf_dir(path / HF_EXPORT_DIR / "discriminator"):
         export = path / HF_EXPORT_DIR / "discriminator"
@@ -109,7 +116,7 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
         return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
     last = path / CHECKPOINT_DIR / "last.ckpt"
     if last.exists():
-        return EncoderSource("ckpt", last, _tokenizer_for(path, [path / HF_EXPORT_DIR], tokenizer_dir))
+        return EncoderSource("ckpt", last, _tokenizer_for(path, _run_tokenizers(path), tokenizer_dir))
     if _is_hf_dir(path):
         return EncoderSource("hf", path, _tokenizer_for(path, [path], tokenizer_dir))
     if (path / "config.json").is_file():
@@ -125,9 +132,7 @@ def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLi
     saved as ``BertForPreTraining`` carries a trained NSP head."""
     resolved = resolve_source(source, tokenizer_dir)
     if resolved.kind == "ckpt":
-        # mmap: only the hyper-parameters are read, not the weights the caller has loaded already.
-        state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
-        return bool(state.get("hyper_parameters", {}).get("train_nsp", False))
+        return bool(_checkpoint_hparams(resolved.weights).get("train_nsp", False))
     config = json.loads((resolved.weights / "config.json").read_text())
     if OBJECTIVES_KEY in config:
         return "nsp" in config[OBJECTIVES_KEY]
@@ -151,12 +156,29 @@ def require_trained_mlm_head(resolved: EncoderSource) -> None:
     if resolved.kind == "hf":
         require_mlm_objective(resolved.weights)
         return
-    state = torch.load(consolidated_checkpoint(resolved.weights), map_location="cpu", weights_only=True, mmap=True)
-    hparams = state.get("hyper_parameters", {})
+    hparams = _checkpoint_hparams(resolved.weights)
     if "disc_weight" in hparams:  # ElectraPretrainingModule's
-        raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}")
+        raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}; {EXPORT_FIRST}")
     if not hparams.get("train_mlm", True):
         raise ValueError(f"{resolved.weights} {UNTRAINED_MLM}")
+
+
+# An ELECTRA checkpoint holds the generator and the discriminator in one state_dict: the loaders
+# here take one model, from the pair's export.
+EXPORT_FIRST = (
+    "a run stopped before its export gets it with `python -m bert_lm.export <run dir or .ckpt>` "
+    "(then <run>/hf_export/discriminator for finetuning, <run>/hf_export/generator for masks)"
+)
+
+
+def _checkpoint_hparams(checkpoint: Path) -> dict:
+    """The hyper-parameters of one of our checkpoints; {} for a file that is not one."""
+    try:
+        # mmap: only the hyper-parameters are read, not the weights.
+        state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, OSError, EOFError):
+        return {}
+    return state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
 
 
 def load_pretrained_model(
@@ -177,6 +199,10 @@ def load_pretrained_model(
     try:
         model = load_pretraining_weights(resolved.weights)
     except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+        if "disc_weight" in _checkpoint_hparams(resolved.weights):  # ElectraPretrainingModule's
+            raise ValueError(
+                f"{resolved.weights} is an ELECTRA pretraining checkpoint (generator and discriminator): {EXPORT_FIRST}"
+            ) from None
         raise ValueError(
             f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
             f"and hyper_parameters.model_config): {err}"

@@ -30,6 +30,7 @@ from bert_lm.training.run_support import (
     build_logger,
     build_trainer,
     check_writable,
+    keep_run_tokenizer,
     load_pretraining_weights,
     log_config_params,
 )
@@ -264,6 +265,7 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
 
     prepared_dir = ensure_prepared_corpus(cfg.data, cfg.paths.cache_dir)
     tokenizer_dir = pretraining_tokenizer(cfg, prepared_dir)
+    keep_run_tokenizer(tokenizer_dir, run_dir)  # for `python -m bert_lm.export` if the run stops early
     tokenizer = load_tokenizer(tokenizer_dir)
     warn_on_unknown_tokens(tokenizer, prepared_dir)
     datamodule = build_datamodule(cfg, prepared_dir, tokenizer_dir)

@@ -22,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.config.hydra_setup import PROJECT_ROOT
+from bert_lm.corpus.prepare import private_temporary, publish_directory
 from bert_lm.models.bert import BertConfig, BertForPreTraining
+from bert_lm.models.hf_interop import copy_tokenizer_files
+from bert_lm.tokenizer.loading import is_tokenizer_dir
 from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
 
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 HF_EXPORT_DIR = "hf_export"
+# The run's tokenizer, copied in before training: a run stopped before its export still has it
+# beside its checkpoints (for `python -m bert_lm.export`, finetuning and evaluate).
+RUN_TOKENIZER_DIR = "tokenizer"
 
 
 class ConfigError(ValueError):
@@ -125,6 +131,19 @@ def warn_if_bf16_is_emulated(trainer: pl.Trainer) -> None:
             "than impl.precision=32 (use bf16 on CPUs with AMX, or on GPUs)",
             trainer.precision,
         )
+
+
+def keep_run_tokenizer(tokenizer_dir: str | Path, run_dir: Path) -> Path:
+    """Copy the tokenizer's files into ``<run>/tokenizer/`` (once: a resumed run, or every DDP
+    process, finds it in place). Published atomically, so a reader never sees half of it."""
+    kept = run_dir / RUN_TOKENIZER_DIR
+    if is_tokenizer_dir(kept):
+        return kept
+    temporary = private_temporary(kept)
+    temporary.mkdir(parents=True)
+    copy_tokenizer_files(tokenizer_dir, temporary)
+    publish_directory(temporary, kept, is_tokenizer_dir)
+    return kept
 
 
 def load_pretraining_weights(checkpoint: str | Path) -> BertForPreTraining:
