@@ -76,7 +76,7 @@ from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, ensure_ex
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.encoder_loading import load_pretrained_model, masked_lm_source, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
-from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR
+from bert_lm.training.run_support import HF_EXPORT_DIR, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Evaluation:
 def find_run_dir(model_path: Path) -> Path | None:
     """The pretraining run directory a model path belongs to (run dir, its .ckpt or its hf_export)."""
     if model_path.is_file() or model_path.suffix == ".ckpt":
-        candidate = model_path.parent.parent if model_path.parent.name == CHECKPOINT_DIR else model_path.parent
+        candidate = run_dir_of(model_path)
     elif model_path.name == HF_EXPORT_DIR:
         candidate = model_path.parent
     elif model_path.parent.name == HF_EXPORT_DIR:  # an ELECTRA run's hf_export/generator (or discriminator)

@@ -7,8 +7,9 @@ A run directory exports the checkpoint ``run.py`` would have exported (the best 
 goes to ``<run>/hf_export`` (refused if one is there: pass ``--out``), in the layout ``run.py``
 writes: ``config.json`` + ``model.safetensors`` + the tokenizer, or ``discriminator/`` and
 ``generator/`` for an ELECTRA run. When the run directory names its MLflow run, the export is
-logged there as ``hf_export`` artifacts (tag ``exported_from``). Prints ``hf_export: <dir>`` last:
-the directory finetuning takes.
+logged there as ``hf_export`` artifacts (tag ``exported_from``) unless it holds some already (pass
+``--tracking-uri`` when the run logged to another store than the project's). Prints
+``hf_export: <dir>`` last, as ``run.py`` does: what finetuning, ``evaluate`` and fill-mask take.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ import sys
 from pathlib import Path
 
 from bert_lm.tracking import DEFAULT_TRACKING_URI, run_id_of
-from bert_lm.training.checkpoint_export import (
-    best_checkpoint,
-    default_export_dir,
-    export_checkpoint,
-    run_dir_of,
-    run_tokenizer,
-)
-from bert_lm.training.run_support import HF_EXPORT_DIR
+from bert_lm.training.checkpoint_export import default_export_dir, export_checkpoint, run_tokenizer
+from bert_lm.training.run_support import HF_EXPORT_DIR, best_checkpoint, run_dir_of
 
 
 def log_export(run_dir: Path, export_dir: Path, checkpoint: Path, tracking_uri: str) -> str:
-    """Attach the export to the run's MLflow run; returns what was done, for the user."""
+    """Attach the export to the run's MLflow run, as run.py would have: only the run's own
+    ``hf_export/``, and only when the MLflow run holds none yet (artifacts are never overwritten).
+    Returns what was done, for the user."""
+    if export_dir != run_dir / HF_EXPORT_DIR:
+        return f"not logged to MLflow: only the run's own {HF_EXPORT_DIR}/ is (this one went to --out)"
     run_id = run_id_of(run_dir)
     if run_id is None:
         return f"not logged to MLflow: {run_dir} names no MLflow run"
@@ -41,6 +40,8 @@ def log_export(run_dir: Path, export_dir: Path, checkpoint: Path, tracking_uri: 
         client.get_run(run_id)
     except MlflowException:
         return f"not logged to MLflow: run {run_id} is not in {tracking_uri} (pass the run's --tracking-uri)"
+    if client.list_artifacts(run_id, HF_EXPORT_DIR):
+        return f"not logged to MLflow: run {run_id} already holds {HF_EXPORT_DIR}/ artifacts"
     client.log_artifacts(run_id, str(export_dir), HF_EXPORT_DIR)
     client.set_tag(run_id, "exported_from", checkpoint.name)
     return f"logged to MLflow run {run_id} ({tracking_uri}) as {HF_EXPORT_DIR}/"
@@ -61,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not source.exists():
             raise FileNotFoundError(f"{source} does not exist: pass a run directory (run_dir: in run.py's output)")
-        checkpoint = source if source.suffix == ".ckpt" else best_checkpoint(source)
+        checkpoint, why = (source, "as given") if source.suffix == ".ckpt" else best_checkpoint(source)
         out_dir = (args.out or default_export_dir(checkpoint)).expanduser().resolve()
         tokenizer_dir = run_tokenizer(checkpoint, args.tokenizer)
-        print(f"checkpoint: {checkpoint}")
+        print(f"checkpoint: {checkpoint} ({why})")
         print(f"tokenizer: {tokenizer_dir}")
-        finetuning_dir = export_checkpoint(checkpoint, out_dir, tokenizer_dir)
+        export_checkpoint(checkpoint, out_dir, tokenizer_dir)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(log_export(run_dir_of(checkpoint), out_dir, checkpoint, args.tracking_uri))
-    print(f"hf_export: {finetuning_dir}")
+    print(f"hf_export: {out_dir}")
     return 0
 
 

@@ -25,20 +25,8 @@ from bert_lm.models.bert import BertConfig
 from bert_lm.models.electra import ElectraForPretraining
 from bert_lm.models.hf_interop import export_electra, export_hf
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
-from bert_lm.training.run_support import (
-    CHECKPOINT_DIR,
-    HF_EXPORT_DIR,
-    RUN_TOKENIZER_DIR,
-    load_pretraining_weights,
-)
+from bert_lm.training.run_support import HF_EXPORT_DIR, RUN_TOKENIZER_DIR, load_pretraining_weights, run_dir_of
 from bert_lm.training.strategies import consolidated_checkpoint
-
-LAST_CHECKPOINT = "last.ckpt"
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """``<run>`` for ``<run>/checkpoints/x.ckpt``; the checkpoint's folder otherwise."""
-    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
 
 
 def _load(checkpoint: Path) -> dict:
@@ -46,25 +34,6 @@ def _load(checkpoint: Path) -> dict:
         return torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises several types for a file that is not a checkpoint
         raise ValueError(f"{checkpoint}: not a readable Lightning checkpoint ({type(err).__name__}: {err})") from None
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint ``run.py`` exports: the best one its ``ModelCheckpoint`` recorded in
-    ``last.ckpt`` (looked up by name in ``checkpoints/``, so a moved run still finds it), else
-    ``last.ckpt`` itself (a run that never validated)."""
-    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if not last.exists():
-        raise FileNotFoundError(
-            f"{run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}: expected a run.py run directory (run_dir: in its "
-            "output) or a .ckpt file"
-        )
-    callbacks = _load(last).get("callbacks", {})
-    for key, state in callbacks.items():
-        if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
-            best = run_dir / CHECKPOINT_DIR / Path(state["best_model_path"]).name
-            if best.exists():
-                return best
-    return last
 
 
 def run_tokenizer(checkpoint: Path, tokenizer_dir: str | Path | None) -> Path:
@@ -80,16 +49,17 @@ def run_tokenizer(checkpoint: Path, tokenizer_dir: str | Path | None) -> Path:
     for candidate in candidates:
         if is_tokenizer_dir(candidate):
             return candidate
+    looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"{checkpoint}: no tokenizer in {candidates[0]} (runs before this copy existed keep theirs only in the cache): "
-        "pass --tokenizer <dir>, the directory the run printed as 'tokenizer:' (cache/tokenizers/<name>, or "
-        "init_from's checkpoint)"
+        f"{checkpoint}: no tokenizer in {looked} (runs from before run.py kept a copy have theirs only in the "
+        "cache): pass --tokenizer <dir>, the run's tokenizer under its paths.cache_dir (cache/tokenizers/<name>), "
+        "or its tokenizer.dir / init_from checkpoint"
     )
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer_dir: str | Path) -> Path:
-    """Write ``out_dir`` (must not exist) from a ``run.py`` checkpoint; returns the directory that
-    finetuning takes (``out_dir``, or ``out_dir/discriminator`` for an ELECTRA run)."""
+    """Write ``out_dir`` (must not exist or be empty) from a ``run.py`` checkpoint, as ``run.py``
+    lays its export out (an ELECTRA run: ``discriminator/`` + ``generator/``); returns ``out_dir``."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(
@@ -122,18 +92,18 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer_dir
                 {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
             )
             export_electra(model, temporary, tokenizer_dir)
-            finetuning_dir = out_dir / "discriminator"
         else:
-            objectives = [name for name in ("mlm", "nsp") if hparams.get(f"train_{name}", name == "mlm")]
+            objectives = [
+                name for name in ("mlm", "nsp") if hparams.get(f"train_{name}", True)
+            ]  # the module's defaults
             export_hf(load_pretraining_weights(checkpoint), temporary, tokenizer_dir, objectives=objectives)
-            finetuning_dir = out_dir
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename() needs the name free
         temporary.rename(out_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    return finetuning_dir
+    return out_dir
 
 
 def default_export_dir(checkpoint: Path) -> Path:

@@ -4,8 +4,9 @@ Three kinds of source, told apart by what the path holds:
 
 * **a pretraining run directory** (``run_dir:`` printed by ``run.py``): its
   ``hf_export/`` when present -- exported from the *best* checkpoint, with the
-  tokenizer beside it -- else ``checkpoints/last.ckpt`` (a run stopped before its
-  export; ``python -m bert_lm.export <run dir>`` writes the export it missed), with the
+  tokenizer beside it -- else, for a run stopped before its export, the checkpoint that
+  export would have held (the best its ``ModelCheckpoint`` recorded in ``last.ckpt``, else
+  ``last.ckpt``; ``python -m bert_lm.export <run dir>`` writes the export itself), with the
   tokenizer ``run.py`` copied into ``<run dir>/tokenizer/`` before training;
 * **a Lightning checkpoint** (``*.ckpt`` of ``run.py``; a DeepSpeed shard
   directory is consolidated first): weights from its ``state_dict``; the tokenizer from
@@ -36,14 +37,21 @@ import torch
 
 from bert_lm.models.bert import BertForPreTraining, BertModel
 from bert_lm.models.hf_interop import (
-    ELECTRA_HINT,
     OBJECTIVES_KEY,
     UNTRAINED_MLM,
     import_hf,
     require_mlm_objective,
 )
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
-from bert_lm.training.run_support import CHECKPOINT_DIR, HF_EXPORT_DIR, RUN_TOKENIZER_DIR, load_pretraining_weights
+from bert_lm.training.run_support import (
+    CHECKPOINT_DIR,
+    HF_EXPORT_DIR,
+    LAST_CHECKPOINT,
+    RUN_TOKENIZER_DIR,
+    best_checkpoint,
+    load_pretraining_weights,
+    run_dir_of,
+)
 from bert_lm.training.strategies import consolidated_checkpoint
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -101,8 +109,7 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
     if path.is_file() or path.suffix == ".ckpt":
         if path.suffix != ".ckpt":
             raise ValueError(f"pretrained={path} is a file but not a .ckpt: {_EXPECTED}")
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-        return EncoderSource("ckpt", path, _tokenizer_for(path, _run_tokenizers(run_dir), tokenizer_dir))
+        return EncoderSource("ckpt", path, _tokenizer_for(path, _run_tokenizers(run_dir_of(path)), tokenizer_dir))
     # An ELECTRA run exports two halves: finetuning takes the discriminator.
     if _is_hf_dir(path / HF_EXPORT_DIR / "discriminator"):
         export = path / HF_EXPORT_DIR / "discriminator"
@@ -114,9 +121,10 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
     if _is_hf_dir(path / HF_EXPORT_DIR):
         export = path / HF_EXPORT_DIR
         return EncoderSource("hf", export, _tokenizer_for(path, [export], tokenizer_dir))
-    last = path / CHECKPOINT_DIR / "last.ckpt"
-    if last.exists():
-        return EncoderSource("ckpt", last, _tokenizer_for(path, _run_tokenizers(path), tokenizer_dir))
+    if (path / CHECKPOINT_DIR / LAST_CHECKPOINT).exists():
+        # A run stopped before its export: the checkpoint its export would have held.
+        checkpoint, _ = best_checkpoint(path)
+        return EncoderSource("ckpt", checkpoint, _tokenizer_for(path, _run_tokenizers(path), tokenizer_dir))
     if _is_hf_dir(path):
         return EncoderSource("hf", path, _tokenizer_for(path, [path], tokenizer_dir))
     if (path / "config.json").is_file():
@@ -158,16 +166,17 @@ def require_trained_mlm_head(resolved: EncoderSource) -> None:
         return
     hparams = _checkpoint_hparams(resolved.weights)
     if "disc_weight" in hparams:  # ElectraPretrainingModule's
-        raise ValueError(f"{resolved.weights} is an ELECTRA pretraining checkpoint: {ELECTRA_HINT}; {EXPORT_FIRST}")
+        raise ValueError(f"{resolved.weights} {ELECTRA_CHECKPOINT}")
     if not hparams.get("train_mlm", True):
         raise ValueError(f"{resolved.weights} {UNTRAINED_MLM}")
 
 
 # An ELECTRA checkpoint holds the generator and the discriminator in one state_dict: the loaders
 # here take one model, from the pair's export.
-EXPORT_FIRST = (
-    "a run stopped before its export gets it with `python -m bert_lm.export <run dir or .ckpt>` "
-    "(then <run>/hf_export/discriminator for finetuning, <run>/hf_export/generator for masks)"
+ELECTRA_CHECKPOINT = (
+    "is an ELECTRA pretraining checkpoint (generator and discriminator): a run stopped before its export gets it "
+    "with `python -m bert_lm.export <run dir or .ckpt>` (then <run>/hf_export/discriminator for finetuning, "
+    "<run>/hf_export/generator for masks)"
 )
 
 
@@ -200,9 +209,7 @@ def load_pretrained_model(
         model = load_pretraining_weights(resolved.weights)
     except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
         if "disc_weight" in _checkpoint_hparams(resolved.weights):  # ElectraPretrainingModule's
-            raise ValueError(
-                f"{resolved.weights} is an ELECTRA pretraining checkpoint (generator and discriminator): {EXPORT_FIRST}"
-            ) from None
+            raise ValueError(f"{resolved.weights} {ELECTRA_CHECKPOINT}") from None
         raise ValueError(
             f"{resolved.weights} is not a BERT checkpoint written by run.py (state_dict with model.* keys "
             f"and hyper_parameters.model_config): {err}"

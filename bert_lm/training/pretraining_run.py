@@ -33,6 +33,7 @@ from bert_lm.training.run_support import (
     keep_run_tokenizer,
     load_pretraining_weights,
     log_config_params,
+    run_dir_of,
 )
 from bert_lm.training.strategies import check_strategy_runnable, consolidated_checkpoint
 
@@ -136,8 +137,7 @@ def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
             )
         return candidate, path
     if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-        return path, run_dir
+        return path, run_dir_of(path)
     raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file")
 
 

@@ -9,7 +9,10 @@ nothing from the pretraining orchestrator.
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import logging
+import pickle
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from bert_lm.config.hydra_setup import PROJECT_ROOT
 from bert_lm.corpus.prepare import private_temporary, publish_directory
 from bert_lm.models.bert import BertConfig, BertForPreTraining
-from bert_lm.models.hf_interop import copy_tokenizer_files
+from bert_lm.models.hf_interop import TOKENIZER_FILES, copy_tokenizer_files
 from bert_lm.tokenizer.loading import is_tokenizer_dir
 from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 HF_EXPORT_DIR = "hf_export"
+LAST_CHECKPOINT = "last.ckpt"
 # The run's tokenizer, copied in before training: a run stopped before its export still has it
 # beside its checkpoints (for `python -m bert_lm.export`, finetuning and evaluate).
 RUN_TOKENIZER_DIR = "tokenizer"
@@ -133,16 +137,61 @@ def warn_if_bf16_is_emulated(trainer: pl.Trainer) -> None:
         )
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """``<run>`` for ``<run>/checkpoints/x.ckpt``; the checkpoint's folder otherwise."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def best_checkpoint(run_dir: Path) -> tuple[Path, str]:
+    """``(checkpoint, why)``: the checkpoint a run's encoder is taken from when it has no export,
+    the one ``run.py`` exports: the best its ``ModelCheckpoint`` recorded in ``last.ckpt`` (looked
+    up by name in ``checkpoints/``, so a moved run still finds it), else ``last.ckpt`` itself."""
+    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not last.exists():
+        raise FileNotFoundError(
+            f"{run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}: expected a run.py run directory (run_dir: in its "
+            "output) or a .ckpt file"
+        )
+    try:
+        # mmap: only the callbacks' state is read, not the weights.
+        state = torch.load(consolidated_checkpoint(last), map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        return last, f"its callback state is unreadable ({type(err).__name__})"  # loading it will say more
+    for key, callback in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and callback.get("best_model_path"):
+            best = run_dir / CHECKPOINT_DIR / Path(callback["best_model_path"]).name
+            if best.exists():
+                return best, f"the best by {callback.get('monitor')}"
+            return last, f"the recorded best, {best.name}, is gone"
+    return last, "no validation recorded a best"
+
+
 def keep_run_tokenizer(tokenizer_dir: str | Path, run_dir: Path) -> Path:
     """Copy the tokenizer's files into ``<run>/tokenizer/`` (once: a resumed run, or every DDP
     process, finds it in place). Published atomically, so a reader never sees half of it."""
     kept = run_dir / RUN_TOKENIZER_DIR
     if is_tokenizer_dir(kept):
+        changed = [
+            p.name
+            for p in Path(tokenizer_dir).iterdir()
+            if p.name in TOKENIZER_FILES and not ((kept / p.name).is_file() and filecmp.cmp(p, kept / p.name, False))
+        ]
+        if changed:
+            log.warning(
+                "%s differs from this run's tokenizer %s in %s: the run's checkpoints were written with the kept one "
+                "(a resume with another tokenizer?)",
+                kept,
+                tokenizer_dir,
+                ", ".join(changed),
+            )
         return kept
     temporary = private_temporary(kept)
-    temporary.mkdir(parents=True)
-    copy_tokenizer_files(tokenizer_dir, temporary)
-    publish_directory(temporary, kept, is_tokenizer_dir)
+    try:
+        temporary.mkdir(parents=True)
+        copy_tokenizer_files(tokenizer_dir, temporary)
+        publish_directory(temporary, kept, is_tokenizer_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # gone already when published
     return kept
 
 

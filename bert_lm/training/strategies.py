@@ -40,14 +40,17 @@ def build_strategy(strategy_cfg: DictConfig):
 
 def consolidated_checkpoint(checkpoint: str | Path) -> Path:
     """A single-file checkpoint: the path itself, or a DeepSpeed shard directory
-    converted (once) to ``<dir>.fp32.ckpt`` beside it."""
+    converted (once per version of its shards) to ``<dir>.fp32.ckpt`` beside it."""
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
         return checkpoint
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     converted = checkpoint.with_name(checkpoint.name + ".fp32.ckpt")
-    if not converted.is_file():
+    # last.ckpt is rewritten in place by every save (and by a resumed run): convert again when the
+    # shards are newer than the converted copy, or it would give old weights and callback state.
+    newest_shard = max(p.stat().st_mtime for p in checkpoint.rglob("*") if p.is_file())
+    if not converted.is_file() or converted.stat().st_mtime < newest_shard:
         from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
         convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(converted))
