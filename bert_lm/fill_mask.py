@@ -1,6 +1,6 @@
 """Fill-mask with a pretrained model: top-k candidates for each ``[MASK]``.
 
-    python -m bert_lm.fill_mask <run dir or HF export dir> "이순신은 [MASK] 중기의 무신이다." --top-k 5
+    python -m bert_lm.fill_mask <run dir, .ckpt or HF dir> "이순신은 [MASK] 중기의 무신이다." --top-k 5
 
 The Mecab step is handled here: raw text goes in, ``[MASK]`` is protected from
 Mecab, and candidates come back as text. A candidate for a mask that continues a
@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from bert_lm.models.bert import BertForPreTraining
-from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.korean_tokenizer import KoreanTokenizer
 from bert_lm.tokenizer.loading import load_tokenizer
-from bert_lm.training.run_support import HF_EXPORT_DIR
+from bert_lm.training.encoder_loading import load_pretrained_model, masked_lm_source
 
 
 @dataclass(frozen=True)
@@ -34,20 +33,11 @@ class Candidate:
 
 
 def load_for_fill_mask(path: str | Path) -> tuple[BertForPreTraining, KoreanTokenizer]:
-    """A pretraining run directory (its hf_export) or an HF export directory."""
-    path = Path(path)
-    export_dir = path / HF_EXPORT_DIR if (path / HF_EXPORT_DIR).is_dir() else path
-    if (export_dir / "generator" / "config.json").is_file():
-        export_dir = export_dir / "generator"  # an ELECTRA run: the generator is the masked LM
-    if not (export_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path}: neither an HF export (config.json) nor a run directory with {HF_EXPORT_DIR}/; "
-            "pass the run_dir: or hf_export: path that run.py printed (a run stopped before its export: "
-            "python -m bert_lm.export <run dir> writes it)"
-        )
-    tokenizer = load_tokenizer(export_dir)
-    model = import_hf(export_dir, expected_vocab_size=tokenizer.vocab_size, require_mlm=True)
-    return model.eval(), tokenizer
+    """A pretraining run directory (its export, or the checkpoint a stopped run's export would hold),
+    one of its ``.ckpt`` files, or an HF directory; an ELECTRA run or pair fills masks with its generator.
+    Loaded as ``bert_lm.evaluate`` loads what it scores, so both refuse an untrained MLM head alike."""
+    model, tokenizer_dir = load_pretrained_model(masked_lm_source(path), require_mlm=True)
+    return model.eval(), load_tokenizer(tokenizer_dir)
 
 
 @torch.no_grad()
@@ -79,7 +69,7 @@ def fill_mask(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Top-k fill-mask candidates from a pretrained model.")
-    parser.add_argument("model_dir", help="run directory or HF export directory")
+    parser.add_argument("model_dir", help="run directory, one of its .ckpt files, or an HF directory")
     parser.add_argument("text", nargs="+", help="text with one or more [MASK]")
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ import torch
 from mlflow import MlflowClient
 
 from bert_lm import export
+from bert_lm.fill_mask import fill_mask, load_for_fill_mask
 from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training import checkpoint_export
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
@@ -81,6 +82,9 @@ def test_a_stopped_run_finetunes_from_its_best_checkpoint_and_an_electra_one_ask
     best_weights = torch.load(best, weights_only=True)["state_dict"]
     for key, tensor in encoder.state_dict().items():
         assert torch.equal(tensor, best_weights[f"model.bert.{key}"]), key
+    # fill-mask too: the stopped run's candidates are those of the export run.py wrote.
+    text = "국민 청원 [MASK] 답변"
+    assert fill_mask(*load_for_fill_mask(run_dir), text, top_k=5) == fill_mask(*load_for_fill_mask(written), text, 5)
     electra_dir, _, _ = _stopped_run(tmp_path / "electra", *ELECTRA)
     with pytest.raises(ValueError, match=r"ELECTRA pretraining checkpoint .*python -m bert_lm.export"):
         load_encoder(electra_dir)
