@@ -24,11 +24,15 @@ from bert_lm.training.run_support import HF_EXPORT_DIR, best_checkpoint, run_dir
 
 
 def log_export(run_dir: Path, export_dir: Path, checkpoint: Path, tracking_uri: str) -> str:
-    """Attach the export to the run's MLflow run, as run.py would have: only the run's own
-    ``hf_export/``, and only when the MLflow run holds none yet (artifacts are never overwritten).
-    Returns what was done, for the user."""
+    """Attach the export to the run's MLflow run as run.py would have: only the run's own
+    ``hf_export/`` of the checkpoint run.py exports, and only when the MLflow run holds no
+    ``hf_export/`` yet (artifacts are never overwritten). The export on disk is complete before
+    this runs, so a store that fails here is reported, not raised. Returns what was done."""
     if export_dir != run_dir / HF_EXPORT_DIR:
         return f"not logged to MLflow: only the run's own {HF_EXPORT_DIR}/ is (this one went to --out)"
+    chosen, _ = best_checkpoint(run_dir)
+    if checkpoint != chosen:
+        return f"not logged to MLflow: {checkpoint.name} is not the checkpoint run.py exports ({chosen.name})"
     run_id = run_id_of(run_dir)
     if run_id is None:
         return f"not logged to MLflow: {run_dir} names no MLflow run"
@@ -40,10 +44,13 @@ def log_export(run_dir: Path, export_dir: Path, checkpoint: Path, tracking_uri: 
         client.get_run(run_id)
     except MlflowException:
         return f"not logged to MLflow: run {run_id} is not in {tracking_uri} (pass the run's --tracking-uri)"
-    if client.list_artifacts(run_id, HF_EXPORT_DIR):
-        return f"not logged to MLflow: run {run_id} already holds {HF_EXPORT_DIR}/ artifacts"
-    client.log_artifacts(run_id, str(export_dir), HF_EXPORT_DIR)
-    client.set_tag(run_id, "exported_from", checkpoint.name)
+    try:
+        if client.list_artifacts(run_id, HF_EXPORT_DIR):
+            return f"not logged to MLflow: run {run_id} already holds {HF_EXPORT_DIR}/ artifacts"
+        client.log_artifacts(run_id, str(export_dir), HF_EXPORT_DIR)
+        client.set_tag(run_id, "exported_from", checkpoint.name)
+    except (MlflowException, OSError) as err:
+        return f"not logged to MLflow (the export on disk is complete): {type(err).__name__}: {err}"
     return f"logged to MLflow run {run_id} ({tracking_uri}) as {HF_EXPORT_DIR}/"
 
 

@@ -107,7 +107,8 @@ def load_mlm(path: str | os.PathLike) -> tuple[BertForPreTraining, object]:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(
-            f"{path}: neither a model directory (config.json) nor a run directory with {HF_EXPORT_DIR}/"
+            f"{path}: neither a model directory (config.json) nor a run directory with {HF_EXPORT_DIR}/ "
+            "(a run stopped before its export: python -m bert_lm.export <run dir> writes it)"
         )
     architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
     if architectures and not any(a.endswith("ForMaskedLM") or a == "BertForPreTraining" for a in architectures):

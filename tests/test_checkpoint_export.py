@@ -17,7 +17,7 @@ from bert_lm.tracking import MLFLOW_RUN_ID_FILE
 from bert_lm.training import checkpoint_export
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
 from bert_lm.training.pretraining_run import pretrain
-from bert_lm.training.run_support import best_checkpoint, keep_run_tokenizer
+from bert_lm.training.run_support import ConfigError, best_checkpoint, keep_run_tokenizer
 from tests.test_run_pretraining import compose_config, tiny_overrides
 
 ELECTRA = ("train.objective=electra", "model.generator_size=0.5")
@@ -26,8 +26,14 @@ ELECTRA = ("train.objective=electra", "model.generator_size=0.5")
 def _stopped_run(tmp_path, *extra):
     """A tiny run whose export is taken away, on disk and in MLflow, as if it had been killed after
     its last checkpoint: returns (run dir, the export run.py wrote, tracking URI). The checkpoint
-    callback keeps the *highest* validation loss, so that the best checkpoint is not the last one."""
-    overrides = tiny_overrides(tmp_path, "train.train_nsp=false", "callbacks.model_checkpoint.mode=max", *extra)
+    callback ranks by step, lowest first, so that the best checkpoint (step 2) is never the last (4)."""
+    overrides = tiny_overrides(
+        tmp_path,
+        "train.train_nsp=false",
+        "callbacks.model_checkpoint.monitor=step",
+        "callbacks.model_checkpoint.mode=min",
+        *extra,
+    )
     run_dir, _ = pretrain(compose_config(overrides), overrides)
     written = tmp_path / "run_py_export"
     shutil.move(run_dir / "hf_export", written)
@@ -58,8 +64,8 @@ def test_export_of_a_stopped_run_is_the_export_run_py_writes(tmp_path, capsys, o
     capsys.readouterr()  # the run's own output
     assert export.main([str(run_dir), "--tracking-uri", tracking_uri]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    monitored = "val/disc_loss" if objective == "electra" else "val/mlm_loss"
-    assert lines[0] == f"checkpoint: {best.resolve()} (the best by {monitored})"
+    assert best.name == "step000002.ckpt"
+    assert lines[0] == f"checkpoint: {best.resolve()} (the best by step)"
     assert lines[-1] == f"hf_export: {(run_dir / 'hf_export').resolve()}"
     # Byte for byte what run.py exported (weights, config, tokenizer and its remote code).
     assert _files(run_dir / "hf_export") == _files(written)
@@ -111,9 +117,13 @@ def test_an_existing_export_is_never_overwritten_on_disk_or_in_mlflow(tmp_path, 
     assert _files(other) != before  # last.ckpt's weights, not the best's
     assert _files(artifact_dir) == logged
     assert client.get_run(run_id).data.tags["exported_from"] == best_checkpoint(run_dir)[0].name
-    # An export the MLflow run holds already is not logged again.
+    # Into the run's own hf_export/: last.ckpt is not what run.py exports, so not logged; nor is an
+    # export the MLflow run holds already.
     shutil.rmtree(run_dir / "hf_export")
     assert export.main([str(last), "--tracking-uri", tracking_uri]) == 0
+    assert "last.ckpt is not the checkpoint run.py exports (step000002.ckpt)" in capsys.readouterr().out
+    shutil.rmtree(run_dir / "hf_export")
+    assert export.main([str(run_dir), "--tracking-uri", tracking_uri]) == 0
     assert "already holds hf_export/ artifacts" in capsys.readouterr().out
     assert _files(artifact_dir) == logged
 
@@ -166,9 +176,16 @@ def test_best_checkpoint_is_the_one_model_checkpoint_recorded_found_by_name(tmp_
     )
     (checkpoints / "step000040.ckpt").write_bytes(b"")
     assert best_checkpoint(tmp_path / "run") == (checkpoints / "step000040.ckpt", "the best by val/mlm_loss")
+    # torch's legacy (non-zip) format cannot be memory-mapped: read whole, the same answer.
+    torch.save(
+        {"callbacks": {"ModelCheckpoint{'monitor': 'val/mlm_loss'}": callback_state}},
+        checkpoints / "last.ckpt",
+        _use_new_zipfile_serialization=False,
+    )
+    assert best_checkpoint(tmp_path / "run") == (checkpoints / "step000040.ckpt", "the best by val/mlm_loss")
 
 
-def test_the_kept_tokenizer_is_written_once_whole_and_a_different_one_is_reported(tmp_path, caplog, monkeypatch):
+def test_the_kept_tokenizer_is_written_once_whole_and_a_different_one_is_refused(tmp_path, monkeypatch):
     from tests import published_layouts
 
     first = published_layouts.make_bert_checkpoint(tmp_path / "first", extra_texts=["가나다 라마"])
@@ -176,10 +193,11 @@ def test_the_kept_tokenizer_is_written_once_whole_and_a_different_one_is_reporte
     run_dir = tmp_path / "run"
     kept = keep_run_tokenizer(first, run_dir)
     assert (kept / "vocab.txt").read_bytes() == (first / "vocab.txt").read_bytes()
-    assert keep_run_tokenizer(first, run_dir) == kept and not caplog.records
-    keep_run_tokenizer(second, run_dir)  # a resume with another tokenizer: the kept one stays, said loudly
+    assert keep_run_tokenizer(first, run_dir) == kept  # a resume, or another DDP process
+    # A resume with another tokenizer: checkpoints of two tokenizers would export with the wrong one.
+    with pytest.raises(ConfigError, match=r"differs from .*second in vocab.txt: resume with tokenizer.dir="):
+        keep_run_tokenizer(second, run_dir)
     assert (kept / "vocab.txt").read_bytes() == (first / "vocab.txt").read_bytes()
-    assert "differs from this run's tokenizer" in caplog.text and "vocab.txt" in caplog.text
 
     def copy_fails(source, destination):
         (Path(destination) / "vocab.txt").write_text("half")

@@ -33,8 +33,6 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bert_lm.models.bert import BertForPreTraining, BertModel
 from bert_lm.models.hf_interop import (
     OBJECTIVES_KEY,
@@ -50,9 +48,9 @@ from bert_lm.training.run_support import (
     RUN_TOKENIZER_DIR,
     best_checkpoint,
     load_pretraining_weights,
+    read_checkpoint,
     run_dir_of,
 )
-from bert_lm.training.strategies import consolidated_checkpoint
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _EXPECTED = (
@@ -183,8 +181,7 @@ ELECTRA_CHECKPOINT = (
 def _checkpoint_hparams(checkpoint: Path) -> dict:
     """The hyper-parameters of one of our checkpoints; {} for a file that is not one."""
     try:
-        # mmap: only the hyper-parameters are read, not the weights.
-        state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True, mmap=True)
+        state = read_checkpoint(checkpoint)
     except (RuntimeError, pickle.UnpicklingError, OSError, EOFError):
         return {}
     return state.get("hyper_parameters", {}) if isinstance(state, dict) else {}

@@ -137,6 +137,19 @@ def warn_if_bf16_is_emulated(trainer: pl.Trainer) -> None:
         )
 
 
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """One of our checkpoints as plain containers (weights_only), memory-mapped when it can be, so
+    that reading its hyper-parameters or callback state does not read its weights (a checkpoint
+    saved in torch's legacy format cannot be mapped and is read whole)."""
+    path = consolidated_checkpoint(checkpoint)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def run_dir_of(checkpoint: Path) -> Path:
     """``<run>`` for ``<run>/checkpoints/x.ckpt``; the checkpoint's folder otherwise."""
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
@@ -153,11 +166,11 @@ def best_checkpoint(run_dir: Path) -> tuple[Path, str]:
             "output) or a .ckpt file"
         )
     try:
-        # mmap: only the callbacks' state is read, not the weights.
-        state = torch.load(consolidated_checkpoint(last), map_location="cpu", weights_only=True, mmap=True)
+        state = read_checkpoint(last)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
         return last, f"its callback state is unreadable ({type(err).__name__})"  # loading it will say more
-    for key, callback in state.get("callbacks", {}).items():
+    callbacks = state.get("callbacks", {}) if isinstance(state, dict) else {}
+    for key, callback in callbacks.items():
         if key.startswith("ModelCheckpoint") and callback.get("best_model_path"):
             best = run_dir / CHECKPOINT_DIR / Path(callback["best_model_path"]).name
             if best.exists():
@@ -168,7 +181,8 @@ def best_checkpoint(run_dir: Path) -> tuple[Path, str]:
 
 def keep_run_tokenizer(tokenizer_dir: str | Path, run_dir: Path) -> Path:
     """Copy the tokenizer's files into ``<run>/tokenizer/`` (once: a resumed run, or every DDP
-    process, finds it in place). Published atomically, so a reader never sees half of it."""
+    process, finds it in place; a different one there is refused). Published atomically, so a
+    reader never sees half of it."""
     kept = run_dir / RUN_TOKENIZER_DIR
     if is_tokenizer_dir(kept):
         changed = [
@@ -177,12 +191,10 @@ def keep_run_tokenizer(tokenizer_dir: str | Path, run_dir: Path) -> Path:
             if p.name in TOKENIZER_FILES and not ((kept / p.name).is_file() and filecmp.cmp(p, kept / p.name, False))
         ]
         if changed:
-            log.warning(
-                "%s differs from this run's tokenizer %s in %s: the run's checkpoints were written with the kept one "
-                "(a resume with another tokenizer?)",
-                kept,
-                tokenizer_dir,
-                ", ".join(changed),
+            # Checkpoints written with two tokenizers would export with the wrong one: refused, before training.
+            raise ConfigError(
+                f"{run_dir} was trained with the tokenizer kept in {kept}, which differs from {tokenizer_dir} in "
+                f"{', '.join(changed)}: resume with tokenizer.dir={kept}, or start a new run directory"
             )
         return kept
     temporary = private_temporary(kept)

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import hydra
@@ -47,11 +49,22 @@ def consolidated_checkpoint(checkpoint: str | Path) -> Path:
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     converted = checkpoint.with_name(checkpoint.name + ".fp32.ckpt")
-    # last.ckpt is rewritten in place by every save (and by a resumed run): convert again when the
-    # shards are newer than the converted copy, or it would give old weights and callback state.
-    newest_shard = max(p.stat().st_mtime for p in checkpoint.rglob("*") if p.is_file())
-    if not converted.is_file() or converted.stat().st_mtime < newest_shard:
+    # last.ckpt is rewritten in place by every save (and by a resumed run): the converted copy carries
+    # the newest shard's mtime, and a copy with another one is converted again, or it would give old
+    # weights and callback state. Converted beside and renamed into place: a crash or a second
+    # process converting at the same time never leaves a half-written copy under the real name.
+    shard_times = [p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()]
+    if not shard_times:
+        raise FileNotFoundError(f"DeepSpeed checkpoint {checkpoint} holds no files (a save that did not finish?)")
+    newest_shard = max(shard_times)
+    if not converted.is_file() or converted.stat().st_mtime_ns != newest_shard:
         from pytorch_lightning.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
-        convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(converted))
+        temporary = converted.with_name(f".{converted.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint), str(temporary))
+            os.utime(temporary, ns=(newest_shard, newest_shard))
+            os.replace(temporary, converted)
+        finally:
+            temporary.unlink(missing_ok=True)
     return converted
