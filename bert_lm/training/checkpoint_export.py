@@ -18,22 +18,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from bert_lm.corpus.prepare import private_temporary
 from bert_lm.models.bert import BertConfig
 from bert_lm.models.electra import ElectraForPretraining
 from bert_lm.models.hf_interop import export_electra, export_hf
 from bert_lm.tokenizer.loading import is_tokenizer_dir, load_tokenizer
-from bert_lm.training.run_support import HF_EXPORT_DIR, RUN_TOKENIZER_DIR, load_pretraining_weights, run_dir_of
-from bert_lm.training.strategies import consolidated_checkpoint
-
-
-def _load(checkpoint: Path) -> dict:
-    try:
-        return torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"{checkpoint}: not a readable Lightning checkpoint ({type(err).__name__}: {err})") from None
+from bert_lm.training.run_support import (
+    HF_EXPORT_DIR,
+    RUN_TOKENIZER_DIR,
+    load_pretraining_weights,
+    read_checkpoint,
+    run_dir_of,
+)
 
 
 def run_tokenizer(checkpoint: Path, tokenizer_dir: str | Path | None) -> Path:
@@ -65,7 +61,11 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer_dir
         raise FileExistsError(
             f"{out_dir} already holds files (an earlier export?): nothing is overwritten; pass --out <new dir>"
         )
-    hparams = _load(checkpoint).get("hyper_parameters", {})
+    try:
+        state = read_checkpoint(checkpoint)  # memory-mapped: the weights are read only where used
+    except Exception as err:  # torch raises several types for a file that is not a checkpoint
+        raise ValueError(f"{checkpoint}: not a readable Lightning checkpoint ({type(err).__name__}: {err})") from None
+    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
     if "model_config" not in hparams:
         raise ValueError(
             f"{checkpoint} was not written by run.py (no hyper_parameters.model_config): only our pretraining "
@@ -84,7 +84,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer_dir
     temporary = private_temporary(out_dir)
     try:
         if "disc_weight" in hparams:  # ElectraPretrainingModule's
-            state = torch.load(consolidated_checkpoint(checkpoint), map_location="cpu", weights_only=True)
             model = ElectraForPretraining(
                 BertConfig(**hparams["model_config"]), hparams["generator_size"], hparams["disc_weight"]
             )
@@ -93,9 +92,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer_dir
             )
             export_electra(model, temporary, tokenizer_dir)
         else:
-            objectives = [
-                name for name in ("mlm", "nsp") if hparams.get(f"train_{name}", True)
-            ]  # the module's defaults
+            # PretrainingModule's defaults, for a checkpoint whose hyper-parameters leave one out.
+            objectives = [name for name in ("mlm", "nsp") if hparams.get(f"train_{name}", True)]
             export_hf(load_pretraining_weights(checkpoint), temporary, tokenizer_dir, objectives=objectives)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename() needs the name free
