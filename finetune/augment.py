@@ -25,8 +25,10 @@ source row, plus ``aug_source_row`` (1-based data row of the source) and
 ``aug_changed_spans`` (JSON list of ``[start, end]`` character spans in the new text).
 It is written in the input's format (CSV, TSV, JSON lines or a JSON array), atomically.
 
-``<model>``: a pretraining run directory, our HF export, or a published BERT / RoBERTa /
-ELECTRA-generator directory with its own tokenizer files.
+``<model>``: whatever ``bert_lm.fill_mask`` loads, the same way: a pretraining run directory
+(its export, or the best checkpoint of a run stopped before it), one of its ``.ckpt`` files,
+our HF export, or a published BERT / RoBERTa / ELECTRA directory with its own tokenizer files
+(an ELECTRA pair or run fills masks with its generator).
 """
 
 from __future__ import annotations
@@ -49,12 +51,10 @@ import torch
 from tqdm.auto import tqdm
 
 from bert_lm.corpus.cleaning import EMAIL_PLACEHOLDER, PHONE_PLACEHOLDER, RRN_PLACEHOLDER
+from bert_lm.fill_mask import load_for_fill_mask
 from bert_lm.models.bert import BertForPreTraining
-from bert_lm.models.hf_interop import import_hf
 from bert_lm.tokenizer.korean_tokenizer import SPECIAL_TOKENS
-from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.tokenizer.mecab_segmenter import CONTINUATION_PREFIX, morphemes_with_offsets
-from bert_lm.training.run_support import HF_EXPORT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -95,35 +95,6 @@ class Variant:
 
 class InputError(ValueError):
     """Bad input file: the message names the file and the line."""
-
-
-# --------------------------------------------------------------------------- model
-def load_mlm(path: str | os.PathLike) -> tuple[BertForPreTraining, object]:
-    """(model in eval mode, tokenizer) from a run directory, our HF export or a published checkpoint."""
-    path = Path(path)
-    model_dir = path / HF_EXPORT_DIR if (path / HF_EXPORT_DIR).is_dir() else path
-    if (model_dir / "generator" / "config.json").is_file():
-        model_dir = model_dir / "generator"  # an ELECTRA run: the generator is the masked LM
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{path}: neither a model directory (config.json) nor a run directory with {HF_EXPORT_DIR}/ "
-            "(a run stopped before its export: python -m bert_lm.export <run dir> writes it)"
-        )
-    architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
-    if architectures and not any(a.endswith("ForMaskedLM") or a == "BertForPreTraining" for a in architectures):
-        # import_hf would load the encoder and leave a random MLM head: fluent-looking garbage.
-        raise ValueError(
-            f"{config_path}: architectures {architectures} carry no masked-LM head (an ELECTRA discriminator?); "
-            "pass a masked-LM checkpoint (for ELECTRA, the generator)"
-        )
-    tokenizer = load_tokenizer(model_dir)
-    model = import_hf(model_dir, require_mlm=True)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"{model_dir}: the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}"
-        )
-    return model.eval(), tokenizer
 
 
 # --------------------------------------------------------------------------- units
@@ -614,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m finetune.augment",
         description="Fill-mask augmentation of a labelled set: --n variants of each row, labels and columns kept.",
     )
-    parser.add_argument("model", help="pretraining run dir, HF export, or published BERT/RoBERTa/ELECTRA-generator dir")
+    parser.add_argument(
+        "model", help="pretraining run dir, one of its .ckpt files, HF export, or published BERT/RoBERTa/ELECTRA dir"
+    )
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="written in the input's format")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -640,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = _check_rows(
             args.input, file_format, fieldnames, rows, lines, text_column, task.required_columns if task else ()
         )
-        model, tokenizer = load_mlm(args.model)
+        model, tokenizer = load_for_fill_mask(args.model)
         variants = augment_rows(
             model,
             tokenizer,

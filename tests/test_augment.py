@@ -9,9 +9,10 @@ import re
 import pytest
 import torch
 
+from bert_lm.fill_mask import load_for_fill_mask
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
-from finetune.augment import _units, _Vocabulary, augment_rows, load_mlm, main
+from finetune.augment import _units, _Vocabulary, augment_rows, main
 from tests.published_layouts import make_bert_checkpoint, make_electra_checkpoints
 
 TEXTS = [
@@ -48,7 +49,7 @@ def published_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(export_dir):
-    return load_mlm(export_dir)
+    return load_for_fill_mask(export_dir)
 
 
 def _hate_speech_tsv(path, texts=TEXTS):
@@ -256,7 +257,7 @@ def test_refuses_to_overwrite_the_input(export_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("action", ["substitute", "insert"])
 def test_text_longer_than_the_model_changes_in_its_first_window(published_dir, action):
-    model, tokenizer = load_mlm(published_dir)
+    model, tokenizer = load_for_fill_mask(published_dir)
     long_text = " ".join(TEXTS * 10)
     encoding = tokenizer.encode(long_text)
     assert len(encoding.ids) > model.config.max_sequence_length

@@ -18,6 +18,7 @@ from bert_lm.training import checkpoint_export
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
 from bert_lm.training.pretraining_run import pretrain
 from bert_lm.training.run_support import ConfigError, best_checkpoint, keep_run_tokenizer
+from finetune import augment
 from tests.test_run_pretraining import compose_config, tiny_overrides
 
 ELECTRA = ("train.objective=electra", "model.generator_size=0.5")
@@ -91,6 +92,16 @@ def test_a_stopped_run_finetunes_from_its_best_checkpoint_and_an_electra_one_ask
     # fill-mask too: the stopped run's candidates are those of the export run.py wrote.
     text = "국민 청원 [MASK] 답변"
     assert fill_mask(*load_for_fill_mask(run_dir), text, top_k=5) == fill_mask(*load_for_fill_mask(written), text, 5)
+    # and fill-mask augmentation, which loads its masked LM the same way.
+    source = tmp_path / "train.tsv"
+    source.write_text("text\tlabel\n국민 청원 답변을 기다립니다\t0\n청원 게시판에 글을 올립니다\t1\n", encoding="utf-8")
+    outputs = {}
+    for name, model in (("stopped", run_dir), ("exported", written)):
+        outputs[name] = tmp_path / f"aug_{name}.tsv"
+        argv = [str(model), "--input", str(source), "--output", str(outputs[name]), "--text-column", "text"]
+        assert augment.main([*argv, "--n", "2", "--no-progress"]) == 0
+    assert outputs["stopped"].read_bytes() == outputs["exported"].read_bytes()
+    assert len(outputs["stopped"].read_text(encoding="utf-8").splitlines()) > 1, "variants were written"
     electra_dir, _, _ = _stopped_run(tmp_path / "electra", *ELECTRA)
     with pytest.raises(ValueError, match=r"ELECTRA pretraining checkpoint .*python -m bert_lm.export"):
         load_encoder(electra_dir)
