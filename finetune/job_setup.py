@@ -31,6 +31,7 @@ from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_tokenizer
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
 from bert_lm.training.run_support import ConfigError
+from bert_lm.training.strategies import check_strategy_runnable
 from finetune.ner.klue_ner import KLUE_NER_LABELS, read_klue_ner
 
 CONFIG_NAME = "finetune"
@@ -147,6 +148,20 @@ def resolve_init(cfg: DictConfig) -> str:
     if init == "auto":
         return "pretrained" if cfg.pretrained else "random"
     return init
+
+
+def check_job_config(cfg: DictConfig) -> None:
+    """The checks every finetuning job makes before it reads data: ``finetune.init``,
+    ``finetune.encoder_dropout``, and one process on a strategy this machine can run."""
+    resolve_init(cfg)
+    check_encoder_dropout(cfg.finetune.encoder_dropout)
+    check_strategy_runnable(cfg.strategy)
+    # Why one process: each job scores its evaluation file once, at the end, in this process.
+    if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
+        raise ConfigError(
+            f"strategy={cfg.strategy.name}, trainer.devices={cfg.trainer.devices}: finetuning evaluates in one "
+            "process; use strategy=auto trainer.devices=1 (a BERT of these sizes finetunes on one device)"
+        )
 
 
 def ensure_task_tokenizer(cfg: DictConfig, train_file: Path, train_texts: Callable[[], list[str]]) -> Path:

@@ -188,9 +188,13 @@ def test_the_export_keeps_the_pooling(tmp_path, mecab_tokenizer):
     [
         (["finetune.pooling=max"], "finetune.pooling='max': use one of"),
         (["finetune.pooling=mean", "finetune.pooler=true"], "finetune.pooler=true reads the \\[CLS\\] vector"),
+        # the checks every finetuning job shares (finetune.job_setup.check_job_config)
+        (["trainer.devices=2"], "finetuning evaluates in one process"),
+        (["finetune.encoder_dropout=1.5"], "finetune.encoder_dropout=1.5"),
+        (["finetune.init=pretrained"], "finetune.init=pretrained needs pretrained="),
     ],
 )
-def test_bad_pooling_settings_fail_before_any_work(overrides, message):
+def test_bad_settings_fail_before_any_work(overrides, message):
     cfg = compose_config(["task=hate_speech", *overrides, "paths.output_dir=/tmp/unused"])
     with pytest.raises(ConfigError, match=message):
         check_classification_config(cfg)

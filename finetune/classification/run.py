@@ -33,7 +33,6 @@ from bert_lm.training.run_support import (
     check_writable,
     log_config_params,
 )
-from bert_lm.training.strategies import check_strategy_runnable
 from finetune.classification.data import (
     ClassificationDataModule,
     ClassificationFormatError,
@@ -63,7 +62,7 @@ from finetune.classification.outputs import (
     TEST_REPORT_JSON,
     write_predictions,
 )
-from finetune.job_setup import build_encoder, check_encoder_dropout, resolve_init
+from finetune.job_setup import build_encoder, check_job_config, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +71,7 @@ POOLER_CHOICES = ("auto", "true", "false")
 
 # --------------------------------------------------------------------------- checks
 def check_classification_config(cfg: DictConfig) -> None:
-    resolve_init(cfg)
-    check_encoder_dropout(cfg.finetune.encoder_dropout)
-    check_strategy_runnable(cfg.strategy)
-    if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
-        raise ConfigError(
-            f"strategy={cfg.strategy.name}, trainer.devices={cfg.trainer.devices}: finetuning evaluates in one "
-            "process; use strategy=auto trainer.devices=1"
-        )
+    check_job_config(cfg)
     if cfg.task.max_len < 8:
         raise ConfigError(f"task.max_len={cfg.task.max_len}: must be at least 8")
     if str(cfg.finetune.pooler).lower() not in POOLER_CHOICES:

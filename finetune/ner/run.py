@@ -30,8 +30,7 @@ from bert_lm.training.run_support import (
     check_writable,
     log_config_params,
 )
-from bert_lm.training.strategies import check_strategy_runnable
-from finetune.job_setup import EncoderChoice, build_encoder, check_encoder_dropout, resolve_init
+from finetune.job_setup import EncoderChoice, build_encoder, check_job_config, resolve_init
 from finetune.ner.data import KlueNerDataModule, check_labels, window_size
 from finetune.ner.download import download_klue_ner, find_local_files
 from finetune.ner.export import NER_EXPORT_DIR, load_ner_export, save_ner_export
@@ -63,14 +62,7 @@ TASK_FILE_NAMES = (
 # --------------------------------------------------------------------------- checks
 def check_finetune_config(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on settings that would only fail later."""
-    resolve_init(cfg)
-    check_encoder_dropout(cfg.finetune.encoder_dropout)
-    check_strategy_runnable(cfg.strategy)
-    if cfg.strategy.name != "auto" or cfg.trainer.devices not in (1, "1"):
-        raise ConfigError(
-            f"strategy={cfg.strategy.name}, trainer.devices={cfg.trainer.devices}: finetuning evaluates in one "
-            "process; use strategy=auto trainer.devices=1 (a BERT of these sizes finetunes on one device)"
-        )
+    check_job_config(cfg)
     if cfg.finetune.head not in HEADS:
         raise ConfigError(f"finetune.head={cfg.finetune.head!r}: use one of {HEADS}")
     try:
