@@ -56,7 +56,14 @@ def test_run_writes_checkpoints_export_and_mlflow_run(tiny_run):
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["model/hidden_size"] == "64"
     assert run.data.params["train/train_nsp"] == "True"
-    for metric in ("train/mlm_loss_step", "train/nsp_acc_step", "val/mlm_loss", "val/nsp_acc", "val/perplexity", "lr-AdamW/pg1"):
+    for metric in (
+        "train/mlm_loss_step",
+        "train/nsp_acc_step",
+        "val/mlm_loss",
+        "val/nsp_acc",
+        "val/perplexity",
+        "lr-AdamW/pg1",
+    ):
         assert metric in run.data.metrics, metric
     assert any("items_per_sec" in name for name in run.data.metrics), "tokens/s is logged"
     assert run.data.metrics.get("train/device/flops_per_sec", 0) > 0, "model FLOP/s are logged"
@@ -86,6 +93,22 @@ def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
     assert max(steps) >= 5
 
 
+def test_resume_with_another_model_is_refused_before_the_run_record_is_touched(tiny_run):
+    tmp_path, run_dir, _ = tiny_run
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bert-lm-pretraining")
+    (before,) = client.search_runs([experiment.experiment_id])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last_bytes = last.read_bytes()
+    overrides = tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "model.hidden_size=32", "model.intermediate_size=64")
+    with pytest.raises(ConfigError, match=r"model\.hidden_size=64 \(this run: 32\).*started with"):
+        pretrain(compose_config(overrides), overrides)
+    (after,) = client.search_runs([experiment.experiment_id])
+    assert after.info.status == before.info.status == "FINISHED"
+    assert after.data.tags == before.data.tags and after.data.params == before.data.params
+    assert last.read_bytes() == last_bytes
+
+
 def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):
         resolve_resume(str(tmp_path))
@@ -102,8 +125,10 @@ def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
         (["data=comments"], "data.root is not set: data=comments needs the corpus path"),
         (["data.pack_documents=true"], "data.pack_documents=true with train.train_nsp=true"),
         # The pre-LN recipe cannot become transformers' (post-LN) ELECTRA: refused, not silently dropped.
-        (["experiment=small_budget", "train.objective=electra"],
-         "model.model_type=roberta-prelayernorm cannot be exported as transformers' ELECTRA"),
+        (
+            ["experiment=small_budget", "train.objective=electra"],
+            "model.model_type=roberta-prelayernorm cannot be exported as transformers' ELECTRA",
+        ),
     ],
 )
 def test_bad_settings_fail_before_data_work(overrides, message):
@@ -121,12 +146,22 @@ def test_unknown_key_names_valid_keys(capsys):
 
 @pytest.mark.parametrize(
     "model, data, tokenizer, mlm, nsp",
-    [c for c in itertools.product(["tiny", "small", "medium", "base"], ["sample", "petitions"],
-                                  ["mecab_wordpiece", "wordpiece"], [True, False], [True, False]) if c[3] or c[4]],
+    [
+        c
+        for c in itertools.product(
+            ["tiny", "small", "medium", "base"],
+            ["sample", "petitions"],
+            ["mecab_wordpiece", "wordpiece"],
+            [True, False],
+            [True, False],
+        )
+        if c[3] or c[4]
+    ],
 )
 def test_every_combination_composes(model, data, tokenizer, mlm, nsp):
-    cfg = compose_config([f"model={model}", f"data={data}", f"tokenizer={tokenizer}",
-                          f"train.train_mlm={mlm}", f"train.train_nsp={nsp}"])
+    cfg = compose_config(
+        [f"model={model}", f"data={data}", f"tokenizer={tokenizer}", f"train.train_mlm={mlm}", f"train.train_nsp={nsp}"]
+    )
     check_config(cfg)
     assert cfg.callbacks.model_checkpoint.monitor == ("val/mlm_loss" if mlm else "val/nsp_loss")
 
@@ -134,7 +169,10 @@ def test_every_combination_composes(model, data, tokenizer, mlm, nsp):
 def test_run_py_command_line_prints_run_dir_and_export_last(tmp_path):
     result = subprocess.run(
         [sys.executable, "run.py", *tiny_overrides(tmp_path, "train.train_nsp=false", "trainer.max_steps=2")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last_lines = result.stdout.strip().splitlines()[-2:]

@@ -33,6 +33,7 @@ from bert_lm.training.run_support import (
     keep_run_tokenizer,
     load_pretraining_weights,
     log_config_params,
+    read_checkpoint,
     run_dir_of,
 )
 from bert_lm.training.strategies import check_strategy_runnable, consolidated_checkpoint
@@ -139,6 +140,44 @@ def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
     if path.is_file():
         return path, run_dir_of(path)
     raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file")
+
+
+# Settings that change what a model computes without changing its weights' shapes or names:
+# a resume may change them (they are recorded as resume/<key> tags).
+RESUMABLE_MODEL_KEYS = frozenset({"hidden_dropout_prob", "attention_probs_dropout_prob", "position_init"})
+
+
+def check_resume_matches(module: pl.LightningModule, checkpoint: Path, run_dir: Path) -> None:
+    """Refuse, before the run's MLflow record is touched, a resume whose model the checkpoint's
+    weights do not fit: Lightning would fail inside ``fit`` with a size-mismatch traceback and
+    leave the finished run marked FAILED. Names the settings that differ."""
+    if not checkpoint.is_file():
+        return  # a DeepSpeed checkpoint directory: converting it only to compare is not worth its cost
+    state = read_checkpoint(checkpoint)
+    saved = state.get("state_dict", {})
+    ours = module.state_dict()
+    if saved.keys() == ours.keys() and all(saved[k].shape == ours[k].shape for k in ours):
+        return
+    saved_hparams = state.get("hyper_parameters", {})
+    differences = []
+    saved_objective = "electra" if "disc_weight" in saved_hparams else "mlm"
+    our_objective = "electra" if isinstance(module, ElectraPretrainingModule) else "mlm"
+    if saved_objective != our_objective:
+        differences.append(f"train.objective={saved_objective} (this run: {our_objective})")
+    saved_model, our_model = saved_hparams.get("model_config", {}), module.hparams.get("model_config", {})
+    for key in sorted(set(saved_model) | set(our_model)):
+        if key not in RESUMABLE_MODEL_KEYS and saved_model.get(key) != our_model.get(key):
+            differences.append(f"model.{key}={saved_model.get(key)!r} (this run: {our_model.get(key)!r})")
+    for key in ("generator_size",):
+        if key in saved_hparams and saved_hparams.get(key) != module.hparams.get(key):
+            differences.append(f"model.{key}={saved_hparams[key]!r} (this run: {module.hparams.get(key)!r})")
+    started_with = run_dir / ".hydra" / "overrides.yaml"
+    hint = f"the overrides it was started with are in {started_with}" if started_with.is_file() else "its settings"
+    raise ConfigError(
+        f"ckpt_path={checkpoint}: its weights do not fit this run's model"
+        + (f": it was trained with {', '.join(differences)}" if differences else "")
+        + f". Resume with the settings the run was started with ({hint}), or start a new run without ckpt_path"
+    )
 
 
 def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -> PretrainingDataModule:
@@ -270,6 +309,8 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     warn_on_unknown_tokens(tokenizer, prepared_dir)
     datamodule = build_datamodule(cfg, prepared_dir, tokenizer_dir)
     module = build_module(cfg, tokenizer)
+    if resume_ckpt is not None:
+        check_resume_matches(module, resume_ckpt, run_dir)
 
     logger = build_logger(cfg, run_dir, overrides)
     log_config_params(logger, cfg)
