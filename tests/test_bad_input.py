@@ -33,6 +33,10 @@ def test_config_typo(capsys):
         check_overrides(["data.mask_ration=0.2"])
     err = capsys.readouterr().err
     assert "unknown config key 'data.mask_ration'. Did you mean 'mask_ratio'?" in err
+    with pytest.raises(SystemExit):
+        check_overrides(["seeed=1"])
+    err = capsys.readouterr().err
+    assert "unknown config key 'seeed'. Did you mean 'seed'?" in err and "ckpt_path" in err
 
 
 def test_wrong_value_type(capsys):

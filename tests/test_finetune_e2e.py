@@ -273,6 +273,11 @@ def test_unknown_key_names_valid_keys(capsys):
     with pytest.raises(SystemExit):
         check_finetune_overrides(["task.maxlen=64"])
     assert "Did you mean 'max_len'?" in capsys.readouterr().err
+    # A top-level typo: Hydra alone advises +pretrianed=, which would finetune a random encoder.
+    with pytest.raises(SystemExit):
+        check_finetune_overrides(["pretrianed=/some/run"])
+    err = capsys.readouterr().err
+    assert "unknown config key 'pretrianed'. Did you mean 'pretrained'?" in err and "+pretrianed" not in err
 
 
 @pytest.mark.slow

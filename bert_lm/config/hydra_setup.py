@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,12 +67,29 @@ def check_overrides(
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             compose(config_name=config_name, overrides=plain)
     except Exception as err:  # composition errors come in several Hydra/OmegaConf types
-        explained = explain(f"{err}\n{err.__cause__ or ''}")
+        message = f"{err}\n{err.__cause__ or ''}"
+        explained = explain(message) or _explain_top_level_key(message, config_name)
         if explained:
             print(f"config error: {explained}", file=sys.stderr)
             sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _explain_top_level_key(message: str, config_name: str) -> str | None:
+    """An unknown key at the top of the config (``pretrianed=``, ``seeed=``): Hydra's own message
+    advises ``+key=``, which adds a key nothing reads (a typo of ``pretrained`` would then
+    finetune a random encoder). Name the top-level keys and groups instead."""
+    match = re.search(r"Key '([^'.]+)' is not in struct\s+full_key: ([^\s.]+)\s", message + "\n")
+    if not match:
+        return None
+    bad_key = match.group(1)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        valid = [key for key in compose(config_name=config_name).keys() if key != "hydra"]
+    close = difflib.get_close_matches(bad_key, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{bad_key}'.{hint} Top-level keys and groups: {', '.join(valid)}."
 
 
 def export_job_for_ddp_workers(overrides: list[str], run_dir: str) -> None:
