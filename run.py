@@ -9,7 +9,6 @@ last two lines printed are ``run_dir: <path>`` and ``hf_export: <path>``.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import hydra
@@ -24,13 +23,8 @@ from bert_lm.config.hydra_setup import (
     isolated_job_environment,
     setup_hydra,
 )
-from bert_lm.corpus.petitions_download import DownloadError
 from bert_lm.training.pretraining_run import pretrain
-from bert_lm.training.strategies import StrategyUnavailableError
-
-# Bad input and impossible settings: our code raises these with a message that
-# names the file, line or key and what to do, so the traceback adds nothing.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, DownloadError, StrategyUnavailableError)
+from bert_lm.training.run_support import user_errors_reported
 
 setup_hydra()
 
@@ -38,15 +32,9 @@ setup_hydra()
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
-    with isolated_job_environment():
+    with isolated_job_environment(), user_errors_reported():
         export_job_for_ddp_workers(overrides, cfg.paths.output_dir)
-        try:
-            run_dir, hf_dir = pretrain(cfg, overrides)
-        except USER_ERRORS as err:
-            if os.environ.get("BERT_LM_DEBUG"):
-                raise
-            print(f"error: {err}\n(set BERT_LM_DEBUG=1 for the traceback)", file=sys.stderr)
-            sys.exit(1)
+        run_dir, hf_dir = pretrain(cfg, overrides)
     print(f"run_dir: {run_dir}")
     print(f"hf_export: {hf_dir}")
 

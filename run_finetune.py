@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bert_lm.config.hydra_setup import CONFIG_DIR
+from bert_lm.training.run_support import user_errors_reported
 from finetune.job_setup import CONFIG_NAME, check_finetune_overrides, setup_finetune_hydra
 from finetune.ner.run import finetune
 
@@ -38,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.task.kind == "classification":
         from finetune.classification.run import finetune_classification
 
-        run_dir, scores = finetune_classification(cfg, overrides)
+        with user_errors_reported():
+            run_dir, scores = finetune_classification(cfg, overrides)
         print(f"run_dir: {run_dir}")
         for name in ("test_macro_f1", "test_accuracy"):
             if name in scores:
@@ -47,7 +49,8 @@ def main(cfg: DictConfig) -> None:
         print(f"macro_f1: {scores['macro_f1']:.4f}")
         print(f"accuracy: {scores['accuracy']:.4f}")
         return
-    run_dir, scores = finetune(cfg, overrides)
+    with user_errors_reported():
+        run_dir, scores = finetune(cfg, overrides)
     for name in ("test_entity_macro_f1", "test_char_macro_f1"):
         if name in scores:
             print(f"{name}: {scores[name]:.4f}")

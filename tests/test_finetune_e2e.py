@@ -91,6 +91,15 @@ def test_cli_prints_scores_and_run_dir_last(cli_run):
     assert "micro avg" in stdout and "PS" in stdout, "the per-type table is printed"
 
 
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    """Bad input ends the job with the message alone, as run.py does, not a Hydra traceback."""
+    command = [sys.executable, "run_finetune.py", *tiny_overrides(tmp_path, f"task.data_dir={tmp_path / 'nowhere'}")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert f"error: task.data_dir={tmp_path / 'nowhere'} holds none of the KLUE NER file pairs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_run_dir_holds_report_confusion_predictions_and_export(cli_run):
     _, run_dir, stdout = cli_run
     report = json.loads((run_dir / "ner_report.json").read_text())

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import logging
+import os
 import pickle
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,12 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.config.hydra_setup import PROJECT_ROOT
+from bert_lm.corpus.petitions_download import DownloadError
 from bert_lm.corpus.prepare import private_temporary, publish_directory
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import TOKENIZER_FILES, copy_tokenizer_files
 from bert_lm.tokenizer.loading import is_tokenizer_dir
 from bert_lm.tracking import MLFLOW_RUN_ID_FILE
-from bert_lm.training.strategies import build_strategy, consolidated_checkpoint
+from bert_lm.training.strategies import StrategyUnavailableError, build_strategy, consolidated_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,25 @@ RUN_TOKENIZER_DIR = "tokenizer"
 
 class ConfigError(ValueError):
     """A setting that cannot work, found before any data work."""
+
+
+# Bad input and impossible settings: our code raises these with a message that names the file,
+# line or key and what to do, so the traceback adds nothing.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, DownloadError, StrategyUnavailableError)
+DEBUG_ENV = "BERT_LM_DEBUG"
+
+
+@contextlib.contextmanager
+def user_errors_reported():
+    """For a job's entry point: a user error ends the process with one ``error: ...`` line and
+    exit status 1 (``BERT_LM_DEBUG=1``: the traceback instead); anything else propagates."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {err}\n(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def check_writable(directory: str | Path, key: str) -> None:
