@@ -390,3 +390,25 @@ def test_jsonl_config_prepares_through_the_pipeline(tmp_path):
         GlobalHydra.instance().clear()
     stats = load_stats(ensure_prepared_corpus(cfg.data, tmp_path / "cache", show_progress=False))
     assert sum(stats["documents"].values()) == 30 and sum(stats["sentences"].values()) == 60
+
+
+def test_a_file_named_for_another_format_is_refused_naming_the_setting(tmp_path):
+    """Read as plain text, JSON lines would be pretrained on as JSON syntax; in a jsonl directory,
+    a CSV file beside the corpus would fail on its first line without saying why."""
+    corpus = tmp_path / "corpus.jsonl"
+    _write_jsonl(corpus, [{"text": "첫 글입니다."}, {"text": "둘째 글입니다."}])
+    with pytest.raises(CorpusFormatError, match=rf"{corpus}: the file's name says jsonl, but data.source=plain"):
+        list(read_documents([corpus], "plain"))
+    directory = tmp_path / "mixed"
+    directory.mkdir()
+    _write_jsonl(directory / "a.jsonl", [{"text": "첫 글입니다."}])
+    (directory / "b.csv").write_text("text\n셋째 글입니다.\n", encoding="utf-8")
+    with pytest.raises(
+        CorpusFormatError, match=r"b\.csv: .*data\.source=csv.*data\.file_pattern \(e\.g\. '\*\.jsonl'\)"
+    ):
+        list(read_documents(list_corpus_files(directory), "jsonl"))
+    assert _blocks(read_documents(list_corpus_files(directory, "*.jsonl"), "jsonl")) == [["첫 글입니다."]]
+    # The petitions archive is JSON lines of its own layout: a .jsonl name is its own.
+    petitions = tmp_path / "petitions.jsonl"
+    _write_jsonl(petitions, [{"content": "청원 내용입니다.", "title": "제목"}])
+    assert len(list(read_documents([petitions], "petitions"))) == 1

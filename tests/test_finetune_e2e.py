@@ -12,9 +12,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
+from bert_lm import evaluate
 from bert_lm.config.hydra_setup import CONFIG_DIR
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
+from bert_lm.training.encoder_loading import load_encoder
 from bert_lm.training.run_support import ConfigError
 from finetune import predict
 from finetune.classification.run import check_classification_config
@@ -89,6 +91,19 @@ def test_cli_prints_scores_and_run_dir_last(cli_run):
     name, value = char_line.split(": ")
     assert name == "char_macro_f1" and 0.0 < float(value) <= 1.0
     assert "micro avg" in stdout and "PS" in stdout, "the per-type table is printed"
+
+
+def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli_run, pretrained_run, capsys):
+    """evaluate, fill-mask, finetuning and export take pretrained encoders; a finetuning run or its
+    checkpoint is refused as what it is, naming its encoder and finetune.predict."""
+    _, run_dir, _ = cli_run
+    (checkpoint,) = (run_dir / "checkpoints").glob("*.ckpt")
+    for source in (run_dir, checkpoint):
+        with pytest.raises(ValueError, match=r"is a finetuning run of run_finetune.py \(task klue_ner\)") as info:
+            load_encoder(source)
+        assert str(pretrained_run) in str(info.value) and f"python -m finetune.predict {run_dir}" in str(info.value)
+    assert evaluate.main([str(checkpoint), "--data", str(REPO_ROOT / "bert_lm/sample/korean_sample.txt")]) == 1
+    assert "is a finetuning run of run_finetune.py" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):

@@ -195,6 +195,33 @@ def _namuwiki_document(path: Path, title_line: int, blocks: list[str], counts: C
 READERS = {"plain": read_plain_text, "lines": read_lines, "petitions": read_petitions, "namuwiki": read_namuwiki}
 
 
+# The usual file names of the record formats. A file named so but read as another source would be
+# pretrained on as JSON or CSV syntax (plain text), or fail on its first line without saying why.
+FORMAT_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+# Sources that read files of a record format in a layout of their own.
+_SUFFIXES_READ_BY = {"petitions": {"jsonl"}}
+
+
+def check_file_names(files: list[Path], source: str) -> None:
+    """Refuse a file whose name says another format than ``source`` (``datasets``: its own files)."""
+    if source == "datasets":
+        return
+    for path in files:
+        named = FORMAT_SUFFIXES.get(path.suffix.lower())
+        if named is None or named == source or named in _SUFFIXES_READ_BY.get(source, ()):
+            continue
+        option = "data.text_field" if named == "jsonl" else "data.text_column"
+        own_suffix = next((suffix for suffix, name in FORMAT_SUFFIXES.items() if name == source), None)
+        among = ""
+        if len(files) > 1:  # a directory: the file may just sit beside the corpus
+            example = f" (e.g. '*{own_suffix}')" if own_suffix else ""
+            among = f"; or, if it only sits beside the corpus files, select those with data.file_pattern{example}"
+        raise CorpusFormatError(
+            f"{path}: the file's name says {named}, but data.source={source} reads another format: set "
+            f"data.source={named} (and {option} if the text is not in 'text'){among}"
+        )
+
+
 def read_documents(
     files: list[Path],
     source: str,
@@ -214,6 +241,7 @@ def read_documents(
 
     if source not in READERS and source not in formats.READERS:
         raise ValueError(f"data.source={source!r}: use one of {sorted([*READERS, *formats.READERS])}")
+    check_file_names(files, source)
     if source in READERS:
         for path in files:
             yield from READERS[source](path, on_decode_error, counts)

@@ -33,6 +33,8 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from bert_lm.models.bert import BertForPreTraining, BertModel
 from bert_lm.models.hf_interop import (
     OBJECTIVES_KEY,
@@ -88,7 +90,8 @@ def _tokenizer_for(source: Path, candidates: list[Path], tokenizer_dir: str | os
     looked = ", ".join(str(c) for c in candidates) or "nowhere"
     raise FileNotFoundError(
         f"{source}: no tokenizer found (looked in {looked} for tokenizer.json or vocab.txt); "
-        "pass the tokenizer the encoder was pretrained with explicitly (tokenizer.dir=<dir>)"
+        "pass the tokenizer the encoder was pretrained with explicitly (run_finetune.py: tokenizer.dir=<dir>; "
+        "evaluate and export: --tokenizer <dir>)"
     )
 
 
@@ -97,16 +100,44 @@ def _run_tokenizers(run_dir: Path) -> list[Path]:
     return [run_dir / HF_EXPORT_DIR, run_dir / RUN_TOKENIZER_DIR]
 
 
+# What a finetuning run (run_finetune.py) keeps of its config; a pretraining run has no ``task``.
+_RUN_CONFIGS = ("resolved_config.yaml", ".hydra/config.yaml")
+
+
+def _refuse_finetuning_run(path: Path, run_dir: Path) -> None:
+    """A finetuning run or checkpoint is not an encoder to pretrain, score or finetune from:
+    say so, and name the encoder it was finetuned from, instead of a missing-tokenizer or
+    not-a-BERT-checkpoint error that sends the user looking in the wrong place."""
+    for name in _RUN_CONFIGS:
+        config_file = run_dir / name
+        if not config_file.is_file():
+            continue
+        try:  # unresolved: a run's interpolations may not resolve here
+            config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+        except Exception:  # noqa: BLE001 -- an unreadable config (YAML, OmegaConf or OS error): no hint, the usual errors follow
+            return
+        if not (isinstance(config, dict) and "task" in config and "finetune" in config):
+            return
+        task = config["task"].get("name", "?") if isinstance(config["task"], dict) else "?"
+        encoder = config.get("pretrained") or "a randomly initialised one (pretrained= was not set)"
+        raise ValueError(
+            f"{path} is a finetuning run of run_finetune.py (task {task}), not a pretrained encoder: pass the "
+            f"encoder it was finetuned from ({encoder}); its finetuned model predicts with "
+            f"python -m finetune.predict {run_dir}"
+        )
+
+
 def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> EncoderSource:
     """Decide what ``source`` is and where its weights and tokenizer are; raises
     ``FileNotFoundError``/``ValueError`` naming the path and what was expected."""
     path = Path(source).expanduser().resolve()
     if not path.exists():
-        raise FileNotFoundError(f"pretrained={path} does not exist: {_EXPECTED}")
+        raise FileNotFoundError(f"{path} does not exist: {_EXPECTED}")
     # A DeepSpeed checkpoint is a directory named *.ckpt (consolidated when loaded).
     if path.is_file() or path.suffix == ".ckpt":
         if path.suffix != ".ckpt":
-            raise ValueError(f"pretrained={path} is a file but not a .ckpt: {_EXPECTED}")
+            raise ValueError(f"{path} is a file but not a .ckpt: {_EXPECTED}")
+        _refuse_finetuning_run(path, run_dir_of(path))
         return EncoderSource("ckpt", path, _tokenizer_for(path, _run_tokenizers(run_dir_of(path)), tokenizer_dir))
     # An ELECTRA run exports two halves: finetuning takes the discriminator.
     if _is_hf_dir(path / HF_EXPORT_DIR / "discriminator"):
@@ -126,10 +157,9 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
     if _is_hf_dir(path):
         return EncoderSource("hf", path, _tokenizer_for(path, [path], tokenizer_dir))
     if (path / "config.json").is_file():
-        raise FileNotFoundError(f"pretrained={path} has config.json but no {' or '.join(HF_WEIGHT_FILES)}")
-    raise FileNotFoundError(
-        f"pretrained={path} holds none of hf_export/, {CHECKPOINT_DIR}/last.ckpt, config.json: {_EXPECTED}"
-    )
+        raise FileNotFoundError(f"{path} has config.json but no {' or '.join(HF_WEIGHT_FILES)}")
+    _refuse_finetuning_run(path, path)
+    raise FileNotFoundError(f"{path} holds none of hf_export/, {CHECKPOINT_DIR}/last.ckpt, config.json: {_EXPECTED}")
 
 
 def pooler_was_trained(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> bool:
