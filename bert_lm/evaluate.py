@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -214,8 +215,8 @@ def corpus_config(
     """A ``data`` node for :func:`prepare_evaluation_corpus`: the whole corpus as one split, every other
     prepare setting (cleaning included) from the run, else from the project's data config for ``source``.
 
-    ``reader_options`` (``file_pattern``, ``text_field``, ``text_column``): None takes the run's when it
-    read the same format, else the default."""
+    ``reader_options`` (``file_pattern``, ``text_field``, ``text_column``, ``on_decode_error``): None takes
+    the run's when it read the same format, else the default."""
     base = run_data if run_data is not None else project_data_defaults(source)
     chosen = {"source": source, "root": str(data), "valid_ratio": 0.0}  # every document lands in train.txt
     for name, value in (reader_options or {}).items():
@@ -335,6 +336,7 @@ def evaluate(
     file_pattern: str | None = None,
     text_field: str | None = None,
     text_column: str | None = None,
+    on_decode_error: str | None = None,
     tokenizer_dir: str | Path | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
     settings: EvaluationSettings | None = None,
@@ -403,7 +405,12 @@ def evaluate(
             "figures differ from its val/ metrics (pass the run's settings as flags to reproduce them)"
         )
 
-    reader_options = {"file_pattern": file_pattern, "text_field": text_field, "text_column": text_column}
+    reader_options = {
+        "file_pattern": file_pattern,
+        "text_field": text_field,
+        "text_column": text_column,
+        "on_decode_error": on_decode_error,
+    }
     data_cfg = corpus_config(data, source, run_data, split_sentences, reader_options)
     print(
         f"corpus: {data} (source={source}, split_sentences={data_cfg.split_sentences}, cleaning and splitting "
@@ -456,6 +463,25 @@ def log_evaluation(evaluation: Evaluation, tracking_uri: str = DEFAULT_TRACKING_
     return run.info.run_id
 
 
+# The corpus readers and loaders name run.py's config keys (data.text_field=...); here the same
+# settings are flags. Messages are shown in this command's terms.
+FLAG_OF_CONFIG_KEY = {
+    "data.root": "--data",
+    "data.source": "--source",
+    "data.file_pattern": "--file-pattern",
+    "data.text_field": "--text-field",
+    "data.text_column": "--text-column",
+    "data.on_decode_error": "--on-decode-error",
+    "data.split_sentences": "--split-sentences",
+}
+
+
+def in_flag_names(message: str) -> str:
+    """``message`` with the config keys of :data:`FLAG_OF_CONFIG_KEY` written as this command's flags."""
+    pattern = "|".join(re.escape(key) for key in FLAG_OF_CONFIG_KEY)
+    return re.sub(rf"\b({pattern})\b", lambda match: FLAG_OF_CONFIG_KEY[match.group(1)], message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = EvaluationSettings()
     parser = argparse.ArgumentParser(
@@ -473,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--text-field", default=None, help="jsonl: the field holding the text (default: text)")
     parser.add_argument("--text-column", default=None, help="csv/tsv/parquet/datasets: the text column (default: text)")
+    parser.add_argument(
+        "--on-decode-error",
+        default=None,
+        choices=("raise", "skip"),
+        help="a line (row) that is not UTF-8: stop naming it, or skip and count it (default: the run's, else raise)",
+    )
     parser.add_argument(
         "--split-sentences",
         action=argparse.BooleanOptionalAction,
@@ -542,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             file_pattern=args.file_pattern,
             text_field=args.text_field,
             text_column=args.text_column,
+            on_decode_error=args.on_decode_error,
             tokenizer_dir=args.tokenizer,
             cache_dir=args.cache_dir,
             settings=settings,
@@ -549,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_id = log_evaluation(evaluation, args.tracking_uri)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {in_flag_names(str(err))}", file=sys.stderr)
         return 1
     print(f"mlflow_run_id: {run_id} (experiment {EXPERIMENT_NAME}, {args.tracking_uri})")
     if evaluation.evaluated_run_id:

@@ -211,6 +211,26 @@ def test_missing_data_path_is_named(tiny_run, tmp_path, capsys):
     assert f"--data {missing} does not exist" in capsys.readouterr().err
 
 
+def test_corpus_errors_name_this_commands_flags_and_undecodable_lines_can_be_skipped(tiny_run, tmp_path, capsys):
+    _, _, _, hf_dir = tiny_run
+    common = ["--cache-dir", str(tmp_path / "cache"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    common += ["--device", "cpu", "--max-batches", "1"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"content": "첫 글입니다. 둘째 문장입니다."}\n', encoding="utf-8")
+    assert main([str(hf_dir), "--data", str(corpus), *common]) == 1  # read as plain text: refused by its name
+    err = capsys.readouterr().err
+    assert f"{corpus}: the file's name says jsonl, but --source=plain" in err and "data." not in err
+    assert main([str(hf_dir), "--data", str(corpus), "--source", "jsonl", *common]) == 1
+    err = capsys.readouterr().err
+    assert f"{corpus}:1: no field 'text'" in err and "Set --text-field" in err and "data." not in err
+    legacy = tmp_path / "legacy.txt"
+    legacy.write_bytes(SAMPLE_CORPUS.read_bytes() + "깨진 줄\n".encode("cp949"))
+    assert main([str(hf_dir), "--data", str(legacy), "--source", "plain", *common]) == 1
+    assert "or set --on-decode-error=skip" in capsys.readouterr().err
+    assert main([str(hf_dir), "--data", str(legacy), "--source", "plain", "--on-decode-error", "skip", *common]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mlm_acc: ")
+
+
 def test_electra_pair_is_scored_by_its_generator_and_a_discriminator_is_refused(sample_lines, tmp_path):
     discriminator_dir, generator_dir = published_layouts.make_electra_checkpoints(
         tmp_path / "koelectra", extra_texts=sample_lines
