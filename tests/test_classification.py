@@ -168,9 +168,17 @@ def test_the_export_keeps_the_pooling(tmp_path, mecab_tokenizer):
     tokenizer_dir = mecab_tokenizer.save(tmp_path / "tokenizer")
     config = vars(model.config) | {"vocab_size": mecab_tokenizer.vocab_size}
     model = BertSequenceClassifier(BertConfig(**config), ["a", "b", "c"], pooling="mean").eval()
-    save_classification_export(model, tokenizer_dir, tmp_path / "run" / "classification_export", max_len=16)
+    save_classification_export(model, tokenizer_dir, tmp_path / "run" / "classification_export", max_len=16, pairs=False)
     predictor = load_classification_export(tmp_path / "run")
     assert predictor.classifier.pooling == "mean"
+    with pytest.raises(ValueError, match="trained on single sentences"):
+        predictor.probabilities(["정말 재미있었어요"], ["두 번째 문장"])
+    # A pair model given one sentence is refused, not scored as if it were a pair.
+    save_classification_export(model, tokenizer_dir, tmp_path / "pairs" / "classification_export", max_len=16, pairs=True)
+    pair_predictor = load_classification_export(tmp_path / "pairs")
+    with pytest.raises(ValueError, match="trained on sentence pairs: give the second text"):
+        pair_predictor.probabilities(["정말 재미있었어요"])
+    assert len(pair_predictor.probabilities(["정말 재미있었어요"], ["두 번째 문장"])[0]) == 3
     row = LabelledText("정말 재미있었어요", None, None, "")
     ids = torch.tensor([encode_pairs(predictor.tokenizer, [row], 16, False)[0]["input_ids"]])
     expected = model(ids, torch.ones_like(ids)).softmax(-1)[0]

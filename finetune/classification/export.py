@@ -1,7 +1,8 @@
 """A finetuned classifier on disk, and the predictor that reads it back.
 
 ``classification_export/`` holds ``classifier.pt`` (label order, encoder config,
-whether the pooler is read, the pooling, max_len, weights: plain containers, read with
+whether the pooler is read, the pooling, max_len, whether it reads sentence pairs, weights:
+plain containers, read with
 ``torch.load(weights_only=True)``) and the tokenizer files, so that
 ``python -m finetune.predict <run dir> "문장"`` and the test-file scoring of
 ``run_finetune.py`` use the very model that was selected.
@@ -28,8 +29,14 @@ _EXPORT_KEYS = ("encoder_config", "labels", "use_pooler", "state_dict", "max_len
 
 
 def save_classification_export(
-    classifier: BertSequenceClassifier, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *, max_len: int
+    classifier: BertSequenceClassifier,
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    max_len: int,
+    pairs: bool,
 ) -> Path:
+    """``pairs``: trained on sentence pairs (``task.text_pair_column``), so a prediction needs both texts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_tokenizer_files(tokenizer_dir, out_dir)
@@ -40,6 +47,7 @@ def save_classification_export(
         "use_pooler": bool(classifier.use_pooler),
         "pooling": classifier.pooling,
         "max_len": int(max_len),
+        "pairs": bool(pairs),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()},
     }
     torch.save(export, out_dir / MODEL_FILE)
@@ -49,13 +57,29 @@ def save_classification_export(
 class ClassificationPredictor:
     """A loaded classifier + tokenizer: class probabilities for raw texts (and pairs)."""
 
-    def __init__(self, classifier: BertSequenceClassifier, tokenizer, max_len: int, batch_size: int = 64):
+    def __init__(
+        self,
+        classifier: BertSequenceClassifier,
+        tokenizer,
+        max_len: int,
+        batch_size: int = 64,
+        pairs: bool | None = None,
+    ):
         self.classifier = classifier.eval()
         self.tokenizer, self.max_len, self.batch_size = tokenizer, max_len, batch_size
         self.labels = list(classifier.labels)
+        self.pairs = pairs  # trained on sentence pairs; None: an export that predates the flag
 
     @torch.no_grad()
     def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[list[float]]:
+        # A pair model fed one sentence (or the reverse) still gives confident-looking probabilities.
+        if self.pairs and pairs is None:
+            raise ValueError(
+                f"this classifier ({', '.join(self.labels)}) was trained on sentence pairs: give the second text "
+                "of each pair (finetune.predict: --pair <text> once per sentence)"
+            )
+        if self.pairs is False and pairs is not None:
+            raise ValueError("this classifier was trained on single sentences: drop the second texts (--pair)")
         rows = [LabelledText(t, p, None, "") for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
         use_token_types = self.classifier.config.type_vocab_size > 1
         examples = encode_pairs(self.tokenizer, rows, self.max_len, use_token_types)
@@ -90,7 +114,9 @@ def load_classification_export(path: str | os.PathLike) -> ClassificationPredict
     try:
         export = torch.load(model_file, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in several types
-        raise ValueError(f"{model_file}: not a readable classification export ({type(err).__name__}); {rewrite}") from None
+        raise ValueError(
+            f"{model_file}: not a readable classification export ({type(err).__name__}); {rewrite}"
+        ) from None
     if not isinstance(export, dict) or export.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{model_file}: not a classification export of format {FORMAT_VERSION}; {rewrite}")
     missing = [key for key in _EXPORT_KEYS if key not in export]
@@ -112,5 +138,7 @@ def load_classification_export(path: str | os.PathLike) -> ClassificationPredict
         raise ValueError(f"{model_file}: weights do not fit the model it describes: {err}") from None
     tokenizer = load_tokenizer(export_dir)
     if tokenizer.vocab_size != classifier.config.vocab_size:
-        raise ValueError(f"{export_dir}: tokenizer has {tokenizer.vocab_size} tokens, model {classifier.config.vocab_size}")
-    return ClassificationPredictor(classifier, tokenizer, export["max_len"])
+        raise ValueError(
+            f"{export_dir}: tokenizer has {tokenizer.vocab_size} tokens, model {classifier.config.vocab_size}"
+        )
+    return ClassificationPredictor(classifier, tokenizer, export["max_len"], pairs=export.get("pairs"))

@@ -271,7 +271,11 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
         )
     )
     export_dir = save_classification_export(
-        module.classifier, encoder.tokenizer_dir, run_dir / CLASSIFICATION_EXPORT_DIR, max_len=task.max_len
+        module.classifier,
+        encoder.tokenizer_dir,
+        run_dir / CLASSIFICATION_EXPORT_DIR,
+        max_len=task.max_len,
+        pairs=bool(task.text_pair_column),
     )
     results = {"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"]}
 
@@ -283,7 +287,8 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
         except ClassificationFormatError as err:
             raise ClassificationFormatError(f"task.test_file: {err}") from None
         predictor = load_classification_export(export_dir)
-        probabilities = predictor.probabilities([r.text for r in test_rows], [r.text_pair for r in test_rows])
+        pairs = [r.text_pair for r in test_rows] if task.text_pair_column else None
+        probabilities = predictor.probabilities([r.text for r in test_rows], pairs)
         test_pred = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
         test_scores = classification_scores(test_gold, test_pred, labels)
         print("test file:\n" + format_classification_report(test_scores))
