@@ -32,6 +32,19 @@ def test_sample_prepares_with_document_level_split(tmp_path):
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["characters"] == stats["characters"]
 
 
+def test_what_never_reached_the_corpus_is_said_on_the_prepared_line(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    records = [{"text": f"{i}번째 글입니다. 좋아요!"} for i in range(20)] + [{"text": None}, {"text": "ㅋ"}]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    settings = PrepareSettings(source="jsonl", root=str(corpus), split_sentences=True, valid_ratio=0.2)
+    stats = prepare_corpus(settings, CleaningConfig(), tmp_path / "out", show_progress=False)
+    left_out = format_stats(stats).split("; left out: ")[1]
+    # The null text is counted by the reader, the one-character comment by the cleaning.
+    assert stats["reader"] and stats["dropped"]
+    expected = {**stats["reader"], **stats["dropped"]}
+    assert left_out == ", ".join(f"{key} {count}" for key, count in sorted(expected.items()))
+
+
 def test_split_is_deterministic_per_seed(tmp_path):
     def split(seed, name):
         settings = PrepareSettings(source="plain", root=str(SAMPLE_CORPUS), valid_ratio=0.3, split_seed=seed)

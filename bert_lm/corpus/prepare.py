@@ -298,10 +298,15 @@ def prepare_corpus(
 def format_stats(stats: dict) -> str:
     docs, sents = stats["documents"], stats["sentences"]
     changed = ", ".join(f"{k} {v}" for k, v in sorted(stats["cleaning_changed"].items())) or "nothing"
+    # What never reached the corpus (records without text, undecodable lines skipped, empty documents,
+    # sentences too short): said here too, so that a user need not open stats.json to see it.
+    left_out = Counter(stats.get("reader", {})) + Counter(stats.get("dropped", {}))
+    left_out_text = ", ".join(f"{k} {v}" for k, v in sorted(left_out.items())) or "nothing"
     return (
         f"prepared: {sum(docs.values())} documents ({docs.get('train', 0)} train / {docs.get('valid', 0)} valid), "
         f"{sum(sents.values())} sentences, {stats['characters']:,} characters; "
-        f"cleaning changed: {changed}; duplicate documents removed: {stats['duplicate_documents_removed']}"
+        f"cleaning changed: {changed}; duplicate documents removed: {stats['duplicate_documents_removed']}; "
+        f"left out: {left_out_text}"
     )
 
 
