@@ -82,7 +82,12 @@ def test_checkpoint_loads_with_weights_only(tiny_run):
 
 def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
     tmp_path, run_dir, _ = tiny_run
-    overrides = tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "trainer.max_steps=6")
+    # Started, as from the command line, in a Hydra directory of its own, which it does not use.
+    new_hydra_dir = tmp_path / "resume-hydra-dir"
+    overrides = [
+        f"paths.output_dir={new_hydra_dir}" if o.startswith("paths.output_dir=") else o
+        for o in tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "trainer.max_steps=6")
+    ]
     pretrain(compose_config(overrides), overrides)
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 6
@@ -91,6 +96,9 @@ def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
     (run,) = client.search_runs([experiment.experiment_id])  # the same run, continued
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/mlm_loss_step")]
     assert max(steps) >= 5
+    resume_tags = {k: v for k, v in run.data.tags.items() if k.startswith("resume/")}
+    assert resume_tags["resume/trainer/max_steps"] == "6" and resume_tags["resume/ckpt_path"] == str(run_dir)
+    assert not any(str(new_hydra_dir) in value for value in resume_tags.values()), resume_tags
 
 
 def test_resume_with_another_model_is_refused_before_the_run_record_is_touched(tiny_run):

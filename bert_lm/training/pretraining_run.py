@@ -313,7 +313,7 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
         check_resume_matches(module, resume_ckpt, run_dir)
 
     logger = build_logger(cfg, run_dir, overrides)
-    log_config_params(logger, cfg)
+    log_config_params(logger, cfg, run_dir)
     budget = TrainingBudget(cfg.train.budget_minutes) if cfg.train.budget_minutes else None
     # With a time budget, the budget decides when to stop, not a step or epoch count.
     limits = {"max_steps": -1, "max_epochs": -1} if budget else {}

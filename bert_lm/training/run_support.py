@@ -249,18 +249,25 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def log_config_params(logger, cfg: DictConfig) -> None:
+def log_config_params(logger, cfg: DictConfig, run_dir: Path | None = None) -> None:
     """The flattened config as MLflow params.
 
     MLflow refuses to change a logged param, and a resumed run continues its MLflow
     run: settings that differ on resume (max_steps, ckpt_path) are kept as
-    ``resume/<key>`` tags instead, so the history says what changed.
+    ``resume/<key>`` tags instead (the latest resume's), so the history says what changed.
+    A resume writes into ``run_dir``, the run it continues: the paths under the new,
+    unused Hydra directory it was started in are no change worth a tag.
     """
     if rank_zero_only.rank != 0:
         return
     params = {k: str(v) for k, v in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()}
     logged = logger.experiment.get_run(logger.run_id).data.params
-    changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+    unused_dir = str(cfg.paths.output_dir) if run_dir is not None and Path(cfg.paths.output_dir) != run_dir else None
+    changed = {
+        k: v
+        for k, v in params.items()
+        if k in logged and logged[k] != v and not (unused_dir and v.startswith(unused_dir))
+    }
     logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
     for key, value in changed.items():
         logger.experiment.set_tag(logger.run_id, f"resume/{key}", value[:5000])
