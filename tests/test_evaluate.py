@@ -177,6 +177,8 @@ def test_cli_prints_mlm_acc_last_and_logs_an_evaluation_run(tiny_run, tmp_path, 
     assert main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert [line.split(":")[0] for line in lines[-3:]] == ["mlm_loss", "perplexity", "mlm_acc"]
+    (prepared,) = [line for line in lines if line.startswith("prepared: ")]
+    assert "documents (one split, no valid)" in prepared, "the whole corpus is scored"
     metrics = {line.split(": ")[0]: float(line.split(": ")[1]) for line in lines[-3:]}
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["mlm_loss"]), rel=1e-5)
 

@@ -302,8 +302,10 @@ def format_stats(stats: dict) -> str:
     # sentences too short): said here too, so that a user need not open stats.json to see it.
     left_out = Counter(stats.get("reader", {})) + Counter(stats.get("dropped", {}))
     left_out_text = ", ".join(f"{k} {v}" for k, v in sorted(left_out.items())) or "nothing"
+    # No valid split only when asked for none: evaluate's corpus, scored whole.
+    split = f"{docs.get('train', 0)} train / {docs['valid']} valid" if docs.get("valid") else "one split, no valid"
     return (
-        f"prepared: {sum(docs.values())} documents ({docs.get('train', 0)} train / {docs.get('valid', 0)} valid), "
+        f"prepared: {sum(docs.values())} documents ({split}), "
         f"{sum(sents.values())} sentences, {stats['characters']:,} characters; "
         f"cleaning changed: {changed}; duplicate documents removed: {stats['duplicate_documents_removed']}; "
         f"left out: {left_out_text}"
