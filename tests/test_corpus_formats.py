@@ -408,6 +408,10 @@ def test_a_file_named_for_another_format_is_refused_naming_the_setting(tmp_path)
     ):
         list(read_documents(list_corpus_files(directory), "jsonl"))
     assert _blocks(read_documents(list_corpus_files(directory, "*.jsonl"), "jsonl")) == [["첫 글입니다."]]
+    (directory / "README.md").write_text("# 말뭉치 설명\n", encoding="utf-8")
+    (directory / "b.csv").unlink()
+    with pytest.raises(CorpusFormatError, match=r"README\.md: not a \.jsonl file .*data\.file_pattern='\*\.jsonl'"):
+        list(read_documents(list_corpus_files(directory), "jsonl"))
     # The petitions archive is JSON lines of its own layout: a .jsonl name is its own.
     petitions = tmp_path / "petitions.jsonl"
     _write_jsonl(petitions, [{"content": "청원 내용입니다.", "title": "제목"}])

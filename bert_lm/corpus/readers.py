@@ -203,15 +203,26 @@ _SUFFIXES_READ_BY = {"petitions": {"jsonl"}}
 
 
 def check_file_names(files: list[Path], source: str) -> None:
-    """Refuse a file whose name says another format than ``source`` (``datasets``: its own files)."""
+    """Refuse a file whose name says another format than ``source`` (``datasets``: its own files),
+    and, in a directory of ``*.jsonl`` (``*.csv``, ...) files, one not named so (a README, Spark's
+    ``_SUCCESS``), which would fail on its first line without saying why."""
     if source == "datasets":
         return
+    own_suffix = next((suffix for suffix, name in FORMAT_SUFFIXES.items() if name == source), None)
+    if own_suffix and len(files) > 1 and any(path.suffix.lower() == own_suffix for path in files):
+        strays = [
+            path for path in files if path.suffix.lower() != own_suffix and path.suffix.lower() not in FORMAT_SUFFIXES
+        ]
+        if strays:
+            raise CorpusFormatError(
+                f"{strays[0]}: not a {own_suffix} file like the other corpus files beside it "
+                f"({len(strays)} such file(s)); select the corpus files with data.file_pattern='*{own_suffix}'"
+            )
     for path in files:
         named = FORMAT_SUFFIXES.get(path.suffix.lower())
         if named is None or named == source or named in _SUFFIXES_READ_BY.get(source, ()):
             continue
         option = "data.text_field" if named == "jsonl" else "data.text_column"
-        own_suffix = next((suffix for suffix, name in FORMAT_SUFFIXES.items() if name == source), None)
         among = ""
         if len(files) > 1:  # a directory: the file may just sit beside the corpus
             example = f" (e.g. '*{own_suffix}')" if own_suffix else ""
