@@ -4,8 +4,8 @@
     python bench/vocabulary_diagnostics.py collapse HF_DIR --corpus FILE --probe-text FILE
     python bench/vocabulary_diagnostics.py redraw HF_DIR --corpus FILE --out DIR [--below 20]
 
-``pieces``: pieces per whitespace word, the share of ``##`` pieces and the share of the 100
-most frequent pieces on every 20th line of FILE. A tokenizer that keeps most words whole
+``pieces``: pieces per whitespace word, the share of ``##`` pieces, the share of the 100
+most frequent pieces and of ``[UNK]`` (with the text it stood for) on every 20th line of FILE. A tokenizer that keeps most words whole
 leaves the MLM few easy targets (particles and endings as their own pieces), which is what a
 small encoder learns first. For a Mecab-aware tokenizer also pieces per morpheme and the share
 of morphemes WordPiece splits further: whole-word masks of Mecab morphemes differ from
@@ -66,9 +66,21 @@ def piece_statistics(tokenizer_dirs: list[str], text: str) -> None:
         total = sum(counts.values())
         continuation = sum(c for piece, c in counts.items() if piece.startswith("##")) / total
         top100 = sum(c for _, c in counts.most_common(100)) / total
+        # [UNK]: a word holding a character outside the vocabulary's alphabet is lost whole.
+        unknown = collections.Counter()
+        lines_with_unknown = 0
+        for line, encoded in zip(sample, tokenizer.encode_batch(sample), strict=True):
+            spans = [
+                line[start:end]
+                for token_id, (start, end) in zip(encoded.ids, encoded.offsets, strict=True)
+                if token_id == tokenizer.unk_id
+            ]
+            unknown.update(spans)
+            lines_with_unknown += bool(spans)
         print(
             f"{Path(directory).name} ({tokenizer.vocab_size} pieces): pieces per word {total / words:.2f}, "
-            f"## share {continuation:.3f}, top-100 share {top100:.3f}"
+            f"## share {continuation:.3f}, top-100 share {top100:.3f}, [UNK] share {counts['[UNK]'] / total:.4f} "
+            f"({lines_with_unknown / len(sample):.3f} of lines), most frequent: {unknown.most_common(8)}"
         )
         if tokenizer.mecab:
             morpheme_statistics(tokenizer, sample)

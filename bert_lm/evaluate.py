@@ -77,7 +77,7 @@ from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, ensure_ex
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.encoder_loading import load_pretrained_model, masked_lm_source, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
-from bert_lm.training.run_support import HF_EXPORT_DIR, run_dir_of
+from bert_lm.training.run_support import HF_EXPORT_DIR, RUN_CONFIG_FILES, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,6 @@ EXPERIMENT_NAME = "bert-lm-evaluation"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "cache"
 # What a pretraining run directory holds about its settings: the resolved config that
 # pretraining_run.log_artifacts writes at the end, else Hydra's own (unresolved) copy.
-RUN_CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
 # exp() of a larger loss overflows; the pretraining module caps it the same way.
 MAX_LOG_PERPLEXITY = 50.0
 # Every format the prepare step reads: text files and records (jsonl, csv, ...).

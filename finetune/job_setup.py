@@ -152,7 +152,8 @@ def resolve_init(cfg: DictConfig) -> str:
 
 def check_job_config(cfg: DictConfig) -> None:
     """The checks every finetuning job makes before it reads data: ``finetune.init``,
-    ``finetune.encoder_dropout``, and one process on a strategy this machine can run."""
+    ``finetune.encoder_dropout``, one process on a strategy this machine can run, and a
+    ``pretrained`` source that can be loaded."""
     resolve_init(cfg)
     check_encoder_dropout(cfg.finetune.encoder_dropout)
     check_strategy_runnable(cfg.strategy)
@@ -162,6 +163,11 @@ def check_job_config(cfg: DictConfig) -> None:
             f"strategy={cfg.strategy.name}, trainer.devices={cfg.trainer.devices}: finetuning evaluates in one "
             "process; use strategy=auto trainer.devices=1 (a BERT of these sizes finetunes on one device)"
         )
+    if cfg.pretrained:
+        try:  # what it is and where its tokenizer is, before any data work
+            resolve_source(cfg.pretrained, cfg.tokenizer.dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"pretrained: {err}") from None
 
 
 def ensure_task_tokenizer(cfg: DictConfig, train_file: Path, train_texts: Callable[[], list[str]]) -> Path:

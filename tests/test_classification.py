@@ -200,6 +200,7 @@ def test_the_export_keeps_the_pooling(tmp_path, mecab_tokenizer):
         (["trainer.devices=2"], "finetuning evaluates in one process"),
         (["finetune.encoder_dropout=1.5"], "finetune.encoder_dropout=1.5"),
         (["finetune.init=pretrained"], "finetune.init=pretrained needs pretrained="),
+        (["pretrained=/nonexistent/run"], "pretrained: /nonexistent/run does not exist"),
     ],
 )
 def test_bad_settings_fail_before_any_work(overrides, message):

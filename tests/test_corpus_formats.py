@@ -393,26 +393,32 @@ def test_jsonl_config_prepares_through_the_pipeline(tmp_path):
 
 
 def test_a_file_named_for_another_format_is_refused_naming_the_setting(tmp_path):
-    """Read as plain text, JSON lines would be pretrained on as JSON syntax; in a jsonl directory,
-    a CSV file beside the corpus would fail on its first line without saying why."""
+    """Read as plain text, JSON lines would be pretrained on as JSON syntax; in a directory of jsonl
+    files, a README beside the corpus would fail on its first line without saying why."""
     corpus = tmp_path / "corpus.jsonl"
     _write_jsonl(corpus, [{"text": "첫 글입니다."}, {"text": "둘째 글입니다."}])
     with pytest.raises(CorpusFormatError, match=rf"{corpus}: the file's name says jsonl, but data.source=plain"):
         list(read_documents([corpus], "plain"))
     directory = tmp_path / "mixed"
     directory.mkdir()
-    _write_jsonl(directory / "a.jsonl", [{"text": "첫 글입니다."}])
-    (directory / "b.csv").write_text("text\n셋째 글입니다.\n", encoding="utf-8")
-    with pytest.raises(
-        CorpusFormatError, match=r"b\.csv: .*data\.source=csv.*data\.file_pattern \(e\.g\. '\*\.jsonl'\)"
-    ):
+    _write_jsonl(directory / "a.JSONL", [{"text": "첫 글입니다."}])
+    (directory / "README").write_text("# 말뭉치 설명\n", encoding="utf-8")
+    # The suggested pattern is spelled as the files are (globs are case-sensitive), and it works.
+    with pytest.raises(CorpusFormatError, match=r"README: not a jsonl file .*data\.file_pattern='\*\.JSONL'"):
         list(read_documents(list_corpus_files(directory), "jsonl"))
-    assert _blocks(read_documents(list_corpus_files(directory, "*.jsonl"), "jsonl")) == [["첫 글입니다."]]
-    (directory / "README.md").write_text("# 말뭉치 설명\n", encoding="utf-8")
-    (directory / "b.csv").unlink()
-    with pytest.raises(CorpusFormatError, match=r"README\.md: not a \.jsonl file .*data\.file_pattern='\*\.jsonl'"):
-        list(read_documents(list_corpus_files(directory), "jsonl"))
-    # The petitions archive is JSON lines of its own layout: a .jsonl name is its own.
+    assert _blocks(read_documents(list_corpus_files(directory, "*.JSONL"), "jsonl")) == [["첫 글입니다."]]
+    # Setups that read right stay allowed: JSON lines named .json beside .jsonl, a tab-separated file
+    # named .csv read as tsv, a headerless comment file named .csv read one comment a line, and the
+    # petitions archive's own JSON lines.
+    (directory / "README").unlink()
+    _write_jsonl(directory / "b.json", [{"text": "셋째 글입니다."}])
+    assert len(list(read_documents(list_corpus_files(directory), "jsonl"))) == 2
+    tab_separated = tmp_path / "ratings.csv"
+    tab_separated.write_text("text\tlabel\n좋은 영화였다.\t1\n", encoding="utf-8")
+    assert _blocks(read_documents([tab_separated], "tsv")) == [["좋은 영화였다."]]
+    comments = tmp_path / "comments.csv"
+    comments.write_text("첫 댓글입니다\n둘째 댓글입니다\n", encoding="utf-8")
+    assert len(list(read_documents([comments], "lines"))) == 2
     petitions = tmp_path / "petitions.jsonl"
     _write_jsonl(petitions, [{"content": "청원 내용입니다.", "title": "제목"}])
     assert len(list(read_documents([petitions], "petitions"))) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,11 +18,13 @@ from bert_lm.config.hydra_setup import CONFIG_DIR
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
 from bert_lm.training.encoder_loading import load_encoder
-from bert_lm.training.run_support import ConfigError
+from bert_lm.training.run_support import ConfigError, user_errors_reported
 from finetune import predict
+from finetune.classification.download import ClassificationDownloadError
 from finetune.classification.run import check_classification_config
 from finetune.job_setup import build_encoder, check_finetune_overrides, setup_finetune_hydra
 from finetune.ner import export as ner_export
+from finetune.ner.download import KlueDownloadError
 from finetune.ner.run import build_module, check_finetune_config, finetune
 from finetune.scored_runs import read_scored_run
 from tests.conftest import REPO_ROOT
@@ -93,7 +96,7 @@ def test_cli_prints_scores_and_run_dir_last(cli_run):
     assert "micro avg" in stdout and "PS" in stdout, "the per-type table is printed"
 
 
-def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli_run, pretrained_run, capsys):
+def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli_run, pretrained_run, capsys, tmp_path):
     """evaluate, fill-mask, finetuning and export take pretrained encoders; a finetuning run or its
     checkpoint is refused as what it is, naming its encoder and finetune.predict."""
     _, run_dir, _ = cli_run
@@ -104,6 +107,12 @@ def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli
         assert str(pretrained_run) in str(info.value) and f"python -m finetune.predict {run_dir}" in str(info.value)
     assert evaluate.main([str(checkpoint), "--data", str(REPO_ROOT / "bert_lm/sample/korean_sample.txt")]) == 1
     assert "is a finetuning run of run_finetune.py" in capsys.readouterr().err
+    # With callbacks.model_checkpoint.save_last=true it has checkpoints/last.ckpt, as a stopped pretraining run has.
+    with_last = tmp_path / "with_last"
+    shutil.copytree(run_dir, with_last)
+    shutil.copy(checkpoint, with_last / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"is a finetuning run of run_finetune.py"):
+        load_encoder(with_last)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
@@ -113,6 +122,14 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert result.returncode == 1
     assert f"error: task.data_dir={tmp_path / 'nowhere'} holds none of the KLUE NER file pairs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("error", [KlueDownloadError, ClassificationDownloadError])
+def test_a_failed_download_is_reported_in_one_line(error, capsys):
+    with pytest.raises(SystemExit) as exit_info, user_errors_reported():
+        raise error("could not fetch x.tsv: no network; put the files in task.data_dir")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: could not fetch x.tsv: no network")
 
 
 def test_run_dir_holds_report_confusion_predictions_and_export(cli_run):
@@ -236,7 +253,7 @@ def test_default_without_pretrained_is_a_random_encoder_with_a_task_tokenizer(tm
         (["finetune.head=lstm"], "finetune.head='lstm'"),
         (["task.max_len=256"], "task.max_len=256 is above model.max_position_embeddings=128"),
         (["task.stride=200"], "task.stride=200"),
-        (["pretrained=/nonexistent/run"], "does not exist: expected a pretraining run directory"),
+        (["pretrained=/nonexistent/run"], "pretrained: /nonexistent/run does not exist: expected a pretraining run"),
         (["trainer.devices=2"], "finetuning evaluates in one process"),
     ],
 )

@@ -124,6 +124,19 @@ def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
         resolve_resume(str(tmp_path / "missing.ckpt"))
 
 
+def test_a_deepspeed_checkpoint_directory_resumes_given_as_its_run_or_itself(tmp_path):
+    """DeepSpeed writes last.ckpt as a directory of shards; Lightning loads it from that path."""
+    run_dir = tmp_path / "run"
+    shards = run_dir / "checkpoints" / "last.ckpt" / "checkpoint"
+    shards.mkdir(parents=True)
+    (shards / "mp_rank_00_model_states.pt").write_bytes(b"")
+    assert resolve_resume(str(run_dir)) == (run_dir / "checkpoints" / "last.ckpt", run_dir)
+    assert resolve_resume(str(run_dir / "checkpoints" / "last.ckpt")) == (
+        run_dir / "checkpoints" / "last.ckpt",
+        run_dir,
+    )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -30,7 +30,8 @@ _BLOCK = 1 << 16
 
 
 class DownloadError(RuntimeError):
-    pass
+    """A download that failed; the message says how to continue offline (the other datasets' download
+    errors derive from it, so that every entry point reports it as one line)."""
 
 
 def _sha256(path: Path) -> str:

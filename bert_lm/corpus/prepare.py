@@ -301,6 +301,7 @@ def format_stats(stats: dict) -> str:
     # What never reached the corpus (records without text, undecodable lines skipped, empty documents,
     # sentences too short): said here too, so that a user need not open stats.json to see it.
     left_out = Counter(stats.get("reader", {})) + Counter(stats.get("dropped", {}))
+    left_out.pop("namuwiki_section_headers", None)  # dropped by design (headings are no sentences), not lost
     left_out_text = ", ".join(f"{k} {v}" for k, v in sorted(left_out.items())) or "nothing"
     # No valid split only when asked for none: evaluate's corpus, scored whole.
     split = f"{docs.get('train', 0)} train / {docs['valid']} valid" if docs.get("valid") else "one split, no valid"

@@ -195,41 +195,37 @@ def _namuwiki_document(path: Path, title_line: int, blocks: list[str], counts: C
 READERS = {"plain": read_plain_text, "lines": read_lines, "petitions": read_petitions, "namuwiki": read_namuwiki}
 
 
-# The usual file names of the record formats. A file named so but read as another source would be
-# pretrained on as JSON or CSV syntax (plain text), or fail on its first line without saying why.
-FORMAT_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
-# Sources that read files of a record format in a layout of their own.
-_SUFFIXES_READ_BY = {"petitions": {"jsonl"}}
+# Names that say a file is not text to read line by line: read by a text source, JSON lines would be
+# pretrained on as JSON syntax (no error at all), and Parquet is binary.
+_RECORD_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_TEXT_SOURCES = ("plain", "lines", "namuwiki")
+# The names a record format's files go by (a tab-separated file named .csv is read as tsv, fine).
+_OWN_SUFFIXES = {"jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv",), "tsv": (".tsv",), "parquet": (".parquet",)}
 
 
 def check_file_names(files: list[Path], source: str) -> None:
-    """Refuse a file whose name says another format than ``source`` (``datasets``: its own files),
-    and, in a directory of ``*.jsonl`` (``*.csv``, ...) files, one not named so (a README, Spark's
-    ``_SUCCESS``), which would fail on its first line without saying why."""
-    if source == "datasets":
+    """Refuse, before reading, what would be read wrongly or fail on its first line without saying why:
+    a JSON-lines or Parquet file read by a text source (``plain``, ``lines``, ``namuwiki``), and, in a
+    directory of ``*.jsonl`` (``*.csv``, ...) corpus files, a file not named so (a README, Spark's
+    ``_SUCCESS``)."""
+    if source in _TEXT_SOURCES:
+        for path in files:
+            named = _RECORD_SUFFIXES.get(path.suffix.lower())
+            if named:
+                option = " (and data.text_field if the text is not in 'text')" if named == "jsonl" else ""
+                raise CorpusFormatError(
+                    f"{path}: the file's name says {named}, but data.source={source} reads lines of text: set "
+                    f"data.source={named}{option}; if the file really is text, give it another name"
+                )
         return
-    own_suffix = next((suffix for suffix, name in FORMAT_SUFFIXES.items() if name == source), None)
-    if own_suffix and len(files) > 1 and any(path.suffix.lower() == own_suffix for path in files):
-        strays = [
-            path for path in files if path.suffix.lower() != own_suffix and path.suffix.lower() not in FORMAT_SUFFIXES
-        ]
-        if strays:
-            raise CorpusFormatError(
-                f"{strays[0]}: not a {own_suffix} file like the other corpus files beside it "
-                f"({len(strays)} such file(s)); select the corpus files with data.file_pattern='*{own_suffix}'"
-            )
-    for path in files:
-        named = FORMAT_SUFFIXES.get(path.suffix.lower())
-        if named is None or named == source or named in _SUFFIXES_READ_BY.get(source, ()):
-            continue
-        option = "data.text_field" if named == "jsonl" else "data.text_column"
-        among = ""
-        if len(files) > 1:  # a directory: the file may just sit beside the corpus
-            example = f" (e.g. '*{own_suffix}')" if own_suffix else ""
-            among = f"; or, if it only sits beside the corpus files, select those with data.file_pattern{example}"
+    own = _OWN_SUFFIXES.get(source)
+    corpus_files = [path for path in files if own and path.suffix.lower() in own]
+    strays = [path for path in files if own and path.suffix.lower() not in own]
+    if corpus_files and strays:
+        pattern = f"*{corpus_files[0].suffix}"  # as the files spell it: globs are case-sensitive
         raise CorpusFormatError(
-            f"{path}: the file's name says {named}, but data.source={source} reads another format: set "
-            f"data.source={named} (and {option} if the text is not in 'text'){among}"
+            f"{strays[0]}: not a {source} file like the corpus files beside it ({len(strays)} such file(s)); "
+            f"select the corpus files with data.file_pattern='{pattern}'"
         )
 
 

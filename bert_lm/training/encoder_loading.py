@@ -47,6 +47,7 @@ from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     HF_EXPORT_DIR,
     LAST_CHECKPOINT,
+    RUN_CONFIG_FILES,
     RUN_TOKENIZER_DIR,
     best_checkpoint,
     load_pretraining_weights,
@@ -100,15 +101,12 @@ def _run_tokenizers(run_dir: Path) -> list[Path]:
     return [run_dir / HF_EXPORT_DIR, run_dir / RUN_TOKENIZER_DIR]
 
 
-# What a finetuning run (run_finetune.py) keeps of its config; a pretraining run has no ``task``.
-_RUN_CONFIGS = ("resolved_config.yaml", ".hydra/config.yaml")
-
-
 def _refuse_finetuning_run(path: Path, run_dir: Path) -> None:
     """A finetuning run or checkpoint is not an encoder to pretrain, score or finetune from:
     say so, and name the encoder it was finetuned from, instead of a missing-tokenizer or
     not-a-BERT-checkpoint error that sends the user looking in the wrong place."""
-    for name in _RUN_CONFIGS:
+    # A finetuning run's config has a ``task``; a pretraining run's has none.
+    for name in RUN_CONFIG_FILES:
         config_file = run_dir / name
         if not config_file.is_file():
             continue
@@ -139,6 +137,7 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
             raise ValueError(f"{path} is a file but not a .ckpt: {_EXPECTED}")
         _refuse_finetuning_run(path, run_dir_of(path))
         return EncoderSource("ckpt", path, _tokenizer_for(path, _run_tokenizers(run_dir_of(path)), tokenizer_dir))
+    _refuse_finetuning_run(path, path)  # before its checkpoints/ could pass for a stopped pretraining run's
     # An ELECTRA run exports two halves: finetuning takes the discriminator.
     if _is_hf_dir(path / HF_EXPORT_DIR / "discriminator"):
         export = path / HF_EXPORT_DIR / "discriminator"
@@ -158,7 +157,6 @@ def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike |
         return EncoderSource("hf", path, _tokenizer_for(path, [path], tokenizer_dir))
     if (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has config.json but no {' or '.join(HF_WEIGHT_FILES)}")
-    _refuse_finetuning_run(path, path)
     raise FileNotFoundError(f"{path} holds none of hf_export/, {CHECKPOINT_DIR}/last.ckpt, config.json: {_EXPECTED}")
 
 

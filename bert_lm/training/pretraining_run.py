@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -129,15 +130,16 @@ def resolve_resume(ckpt_path: str | None) -> tuple[Path | None, Path | None]:
     if not ckpt_path:
         return None, None
     path = Path(ckpt_path).expanduser().resolve()
-    if path.is_dir():
+    # A DeepSpeed checkpoint is a directory named *.ckpt: a checkpoint, not a run directory.
+    if path.is_dir() and path.suffix != ".ckpt":
         candidate = path / CHECKPOINT_DIR / "last.ckpt"
-        if not candidate.is_file():
+        if not candidate.exists():
             raise FileNotFoundError(
                 f"ckpt_path={path}: no {CHECKPOINT_DIR}/last.ckpt in this directory; pass a run directory "
                 "printed as run_dir: by an earlier run, or a .ckpt file"
             )
         return candidate, path
-    if path.is_file():
+    if path.exists():
         return path, run_dir_of(path)
     raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file")
 
@@ -153,7 +155,10 @@ def check_resume_matches(module: pl.LightningModule, checkpoint: Path, run_dir: 
     leave the finished run marked FAILED. Names the settings that differ."""
     if not checkpoint.is_file():
         return  # a DeepSpeed checkpoint directory: converting it only to compare is not worth its cost
-    state = read_checkpoint(checkpoint)
+    try:
+        state = read_checkpoint(checkpoint)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError):
+        return  # unreadable: Lightning's own load reports it
     saved = state.get("state_dict", {})
     ours = module.state_dict()
     if saved.keys() == ours.keys() and all(saved[k].shape == ours[k].shape for k in ours):

@@ -49,6 +49,9 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before any data work."""
 
 
+# Where a run directory keeps its composed config: written by the run at its end, and by Hydra at its start.
+RUN_CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+
 # Bad input and impossible settings: our code raises these with a message that names the file,
 # line or key and what to do, so the traceback adds nothing.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, DownloadError, StrategyUnavailableError)

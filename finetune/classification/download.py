@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bert_lm.corpus.petitions_download import DownloadError
+
 log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 16
@@ -81,7 +83,7 @@ KOREAN_HATE_SPEECH = PublicDataset(
 DATASETS = {"nsmc": NSMC, "hate_speech": KOREAN_HATE_SPEECH}
 
 
-class ClassificationDownloadError(RuntimeError):
+class ClassificationDownloadError(DownloadError):
     """The data could not be fetched or is not what was expected; the message says how to continue offline."""
 
 

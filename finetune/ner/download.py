@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bert_lm.corpus.petitions_download import DownloadError
 from finetune.ner.klue_ner import KlueFormatError, read_klue_ner
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ OFFICIAL_FILE_NAMES = {"train": "klue-ner-v1.1_train.tsv", "dev": "klue-ner-v1.1
 _CHUNK_BYTES = 1 << 16
 
 
-class KlueDownloadError(RuntimeError):
+class KlueDownloadError(DownloadError):
     """The data could not be fetched; the message says how to continue offline."""
 
 

@@ -21,7 +21,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.models.bert import BertConfig
-from bert_lm.training.encoder_loading import resolve_source
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     ConfigError,
@@ -80,11 +79,6 @@ def check_finetune_config(cfg: DictConfig) -> None:
             f"task.max_len={cfg.task.max_len} is above model.max_position_embeddings="
             f"{cfg.model.max_position_embeddings}"
         )
-    if cfg.pretrained:
-        try:
-            resolve_source(cfg.pretrained, cfg.tokenizer.dir)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- steps
