@@ -11,9 +11,10 @@ import logging
 import pytest
 import torch
 import transformers
+from omegaconf import OmegaConf
 
 from bert_lm.tokenizer.loading import load_tokenizer
-from bert_lm.training.pretraining_run import ConfigError, pretrain
+from bert_lm.training.pretraining_run import ConfigError, build_module, pretrain, record_trained_model
 from finetune.ner.export import load_ner_export
 from finetune.ner.run import finetune
 from tests import published_layouts
@@ -83,6 +84,9 @@ def test_continued_pretraining_then_export_loads_in_transformers(tmp_path, check
     run_dir, hf_dir = pretrain(compose_pretrain(overrides), overrides)
     config = json.loads((hf_dir / "config.json").read_text())
     family = config["model_type"]
+    # What the run records is the model that trained, not the model group's defaults.
+    recorded = OmegaConf.load(run_dir / "resolved_config.yaml").model
+    assert (recorded.model_type, recorded.hidden_size) == (family, config["hidden_size"])
     assert family == json.loads((source / "config.json").read_text())["model_type"]  # stays in its family
     model, info = HF_CLASSES[family].from_pretrained(hf_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
@@ -95,6 +99,30 @@ def test_continued_pretraining_then_export_loads_in_transformers(tmp_path, check
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(before[key], after[key])
     assert (before[key] - after[key]).abs().max() < 0.05
+
+
+def test_continued_pretraining_builds_the_checkpoints_model_with_this_trainings_dropout(tmp_path, checkpoints):
+    """The module is built as the checkpoint's architecture from the start: its hyper-parameters (what
+    MLflow and the checkpoints record) are the model that trains, and the heads of a switched-off
+    objective are frozen on it (DDP refuses parameters without gradients)."""
+    source = checkpoints["roberta"]
+    overrides = pretrain_overrides(
+        tmp_path, f"init_from={source}", "train.train_nsp=false", "data.max_len=48", "model.hidden_dropout_prob=0.0"
+    )
+    cfg = compose_pretrain(overrides)
+    module = build_module(cfg, load_tokenizer(source))
+    published = json.loads((source / "config.json").read_text())
+    assert module.hparams.model_config["model_type"] == "roberta" != cfg.model.model_type
+    assert module.model.config.hidden_size == published["hidden_size"] != cfg.model.hidden_size
+    assert module.model.config.hidden_dropout_prob == 0.0 != published["hidden_dropout_prob"]
+    assert module.model.config.attention_probs_dropout_prob == cfg.model.attention_probs_dropout_prob
+    for head in (module.model.bert.pooler, module.model.cls.seq_relationship):
+        assert not any(p.requires_grad for p in head.parameters())
+    reference = transformers.AutoModelForMaskedLM.from_pretrained(source)
+    ours = module.model.bert.embeddings.word_embeddings.weight
+    assert torch.equal(ours, reference.roberta.embeddings.word_embeddings.weight), "the checkpoint's weights"
+    record_trained_model(cfg, module)
+    assert (cfg.model.model_type, cfg.model.hidden_size) == ("roberta", published["hidden_size"])
 
 
 def test_nsp_on_a_roberta_checkpoint_is_refused_naming_the_key(tmp_path, checkpoints):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.data.datamodule import PretrainingDataModule
@@ -226,7 +226,11 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretr
             # A published (or our) pair: the architecture is the discriminator's, the generator's width its own.
             discriminator_config = read_hf_config(electra_part(cfg, "discriminator"))
             generator_hidden = read_hf_config(electra_part(cfg, "generator")).hidden_size
-            electra_config = {**vars(discriminator_config), "vocab_size": tokenizer.vocab_size}
+            electra_config = {
+                **vars(discriminator_config),
+                "vocab_size": tokenizer.vocab_size,
+                **{key: model_config[key] for key in DROPOUT_KEYS},  # a choice of this training, as for MLM below
+            }
             generator_size = generator_hidden / discriminator_config.hidden_size
         module = ElectraPretrainingModule(
             model_config=electra_config,
@@ -239,16 +243,43 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretr
         if cfg.init_from:
             load_electra_pair(module.model, Path(cfg.init_from))
         return module
-    module = PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
-    if cfg.init_from:
-        imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
-        if imported.config.to_hf_dict() != module.model.config.to_hf_dict():
-            log.warning("init_from=%s: its architecture replaces the model group's settings", cfg.init_from)
-            module.model = imported
-            module.hparams.model_config = {**model_config, **vars(imported.config)}
-        else:
-            module.model.load_state_dict(imported.state_dict())
+    if not cfg.init_from:
+        return PretrainingModule(model_config=model_config, optimizer=cfg.strategy.optimizer, **train)
+    imported = import_hf(cfg.init_from, expected_vocab_size=tokenizer.vocab_size)
+    # The architecture is the checkpoint's; dropout is a choice of this training (the recipe's 0.0), so the
+    # model group's. The module is built with that config from the start, so that its hyper-parameters
+    # (what Lightning logs and checkpoints) describe the model that trains and the heads of a switched-off
+    # objective are frozen on that model (DDP refuses parameters without gradients).
+    trained_config = {**vars(imported.config), **{key: model_config[key] for key in DROPOUT_KEYS}}
+    differing = [
+        f"{key}={trained_config[key]!r}"
+        for key in sorted(trained_config)
+        if key not in ("position_init", "vocab_size", "pad_token_id") and trained_config[key] != model_config.get(key)
+    ]
+    if differing:
+        log.warning(
+            "init_from=%s: the checkpoint's architecture replaces the model group's: %s",
+            cfg.init_from,
+            ", ".join(differing),
+        )
+    module = PretrainingModule(model_config=trained_config, optimizer=cfg.strategy.optimizer, **train)
+    module.model.load_state_dict(imported.state_dict())
     return module
+
+
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def record_trained_model(cfg: DictConfig, module: pl.LightningModule) -> None:
+    """With ``init_from`` the model group's architecture is replaced by the checkpoint's: write the
+    model that trains into ``cfg.model``, so that MLflow's params and resolved_config.yaml say what ran."""
+    trained = dict(module.hparams.model_config)
+    if "generator_size" in module.hparams:
+        trained["generator_size"] = module.hparams.generator_size
+    with open_dict(cfg.model):
+        for key, value in trained.items():
+            if key in cfg.model and key != "position_init":
+                cfg.model[key] = value
 
 
 def log_artifacts(
@@ -314,6 +345,8 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
     warn_on_unknown_tokens(tokenizer, prepared_dir)
     datamodule = build_datamodule(cfg, prepared_dir, tokenizer_dir)
     module = build_module(cfg, tokenizer)
+    if cfg.init_from:
+        record_trained_model(cfg, module)
     if resume_ckpt is not None:
         check_resume_matches(module, resume_ckpt, run_dir)
 
