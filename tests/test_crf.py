@@ -101,6 +101,33 @@ def test_constrained_decoding_never_outputs_an_illegal_transition():
     assert not all(is_legal_iob2(p, labels) for p in unconstrained.decode(emissions, mask))
 
 
+def test_framed_sequences_open_and_close_with_the_frame_tag_so_no_entity_starts_inside():
+    """Our windows are [CLS] ... [SEP], both labelled O. Emissions that favour B-X on [CLS] and I-X on
+    the first real token must not give the first token an I-X once the special tokens are cut off."""
+    labels = ["B-PS", "I-PS", "B-LC", "I-LC", "O"]
+    framed = CRFTagger(len(labels), constrained_transitions=True, labels=labels, frame_tag="O")
+    unframed = CRFTagger(len(labels), constrained_transitions=True, labels=labels)
+    generator = torch.Generator().manual_seed(0)
+    emissions = torch.randn(64, 10, len(labels), generator=generator)
+    emissions[:, 0, 0] += 8.0  # B-PS on [CLS]
+    emissions[:, 1:, 1] += 6.0  # I-PS everywhere after
+    lengths = torch.randint(3, 11, (64,), generator=generator)
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    paths = framed.decode(emissions, mask)
+    assert all(p[0] == 4 and p[-1] == 4 for p in paths), "[CLS] and [SEP] are O"
+    assert all(is_legal_iob2(p[1:-1], labels) for p in paths), "no I- opens the text between them"
+    # Without the frame, these emissions open the text with an orphan I-PS: the test has teeth.
+    assert not all(is_legal_iob2(p[1:-1], labels) for p in unframed.decode(emissions, mask))
+
+
+def test_a_tagger_saved_before_the_frame_constraint_loads_its_end_scores():
+    before = CRFTagger(3, constrained_transitions=True, labels=LABELS)
+    randomize(before, 0)
+    after = CRFTagger(3, constrained_transitions=True, labels=LABELS, frame_tag="O")
+    after.load_state_dict(before.state_dict())
+    assert torch.equal(after.crf.parametrizations.end_transitions.original, before.crf.end_transitions)
+
+
 def test_constraints_survive_training_steps():
     tagger = CRFTagger(3, constrained_transitions=True, labels=LABELS)
     emissions, _, mask = random_batch(0)

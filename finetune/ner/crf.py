@@ -7,7 +7,11 @@ What the wrapper adds:
   of the sequence and walks positions in order, so a gappy mask silently scores and
   decodes the wrong positions. :meth:`CRFTagger.neg_log_likelihood` and
   :meth:`CRFTagger.decode` raise ``ValueError`` instead.
-* Optional IOB2 constraints: ``I-X`` only after ``B-X`` or ``I-X``, and never first.
+* Optional IOB2 constraints: ``I-X`` only after ``B-X`` or ``I-X``, and never first;
+  with ``frame_tag``, every sequence also starts and ends with that tag (our windows open
+  with ``[CLS]`` and close with ``[SEP]``, both labelled ``O``: without it, a ``B-X`` read
+  off ``[CLS]`` would leave the first real token an ``I-X`` that continues no entity once
+  the special tokens are cut off).
   Disallowed scores (``start_transitions[I-X]``, ``transitions[prev, I-X]``) get a
   fixed ``-10000`` added through a ``torch.nn.utils.parametrize`` parametrization:
   ``crf.transitions`` reads as ``free + mask``, the optimizer only ever sees
@@ -82,13 +86,25 @@ def check_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def _rename_plain_end_transitions(module, state_dict, prefix, *args) -> None:
+    plain, parametrized = f"{prefix}crf.end_transitions", f"{prefix}crf.parametrizations.end_transitions.original"
+    if plain in state_dict and parametrized not in state_dict:
+        state_dict[parametrized] = state_dict.pop(plain)
+
+
 class CRFTagger(nn.Module):
     """CRF over per-token emission scores, batch first.
 
     ``labels`` (tag names in label-id order) is needed for ``constrained_transitions``.
     """
 
-    def __init__(self, num_tags: int, constrained_transitions: bool = False, labels: Sequence[str] | None = None):
+    def __init__(
+        self,
+        num_tags: int,
+        constrained_transitions: bool = False,
+        labels: Sequence[str] | None = None,
+        frame_tag: str | None = None,
+    ):
         super().__init__()
         if labels is not None and len(labels) != num_tags:
             raise ValueError(f"{len(labels)} labels for num_tags={num_tags}")
@@ -100,6 +116,16 @@ class CRFTagger(nn.Module):
         self.crf = CRF(num_tags, batch_first=True)
         if constrained_transitions:
             start_mask, transition_mask = iob2_transition_masks(self.labels)
+            if frame_tag is not None:
+                if frame_tag not in self.labels:
+                    raise ValueError(f"frame_tag={frame_tag!r} is not one of the labels {self.labels}")
+                # Only the frame tag may open or close a sequence.
+                start_mask = torch.full((num_tags,), DISALLOWED_SCORE)
+                start_mask[self.labels.index(frame_tag)] = 0.0
+                end_mask = start_mask.clone()
+                parametrize.register_parametrization(self.crf, "end_transitions", _AddFixedMask(end_mask))
+                # Taggers saved before the frame constraint hold crf.end_transitions under its plain name.
+                self.register_load_state_dict_pre_hook(_rename_plain_end_transitions)
             parametrize.register_parametrization(self.crf, "start_transitions", _AddFixedMask(start_mask))
             parametrize.register_parametrization(self.crf, "transitions", _AddFixedMask(transition_mask))
 

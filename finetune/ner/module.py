@@ -73,7 +73,12 @@ class BertNerTagger(nn.Module):
         self.classifier = nn.Linear(encoder_config.hidden_size, len(self.labels))
         init_bert_weights(self.classifier, encoder_config.initializer_range)
         self.crf = (
-            CRFTagger(len(self.labels), constrained_transitions=constrained_transitions, labels=self.labels)
+            CRFTagger(
+                len(self.labels),
+                constrained_transitions=constrained_transitions,
+                labels=self.labels,
+                frame_tag="O",  # [CLS] and [SEP] carry O (finetune.ner.alignment)
+            )
             if head == "crf"
             else None
         )
