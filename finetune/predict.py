@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from finetune.classification.export import is_classification_export, load_classification_export
-from finetune.ner.export import Entity, load_ner_export
+from finetune.ner.export import MODEL_FILE, NER_EXPORT_DIR, Entity, load_ner_export
 from finetune.ner.klue_ner import to_inline
 
 
@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shown = "  ".join(f"{label}={p:.3f}" for label, p in zip(predictor.labels, probs, strict=True))
                 print(f"{predictor.labels[best]}\t{texts[i]}{pair}\t{shown}")
             return 0
+        model_dir = Path(args.model_dir).expanduser()
+        if not ((model_dir / NER_EXPORT_DIR).is_dir() or (model_dir / MODEL_FILE).is_file()) and model_dir.is_dir():
+            raise FileNotFoundError(
+                f"{model_dir} holds neither ner_export/ nor classification_export/: pass the run_dir: that "
+                "run_finetune.py printed (a pretraining run fills masks instead: python -m bert_lm.fill_mask)"
+            )
         if args.pair:
             parser.error("--pair is for classification runs; this is an NER run")
         predictor = load_ner_export(args.model_dir)

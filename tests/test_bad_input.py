@@ -117,3 +117,8 @@ def test_outside_checkpoints_load_weights_only(tmp_path):
     path.rename(tmp_path / "pytorch_model.bin")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         read_hf_state_dict(tmp_path)
+
+
+def test_init_from_a_path_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=r"init_from: .*nowhere does not exist: pass an HF model directory"):
+        run_with(tmp_path, f"init_from={tmp_path / 'nowhere'}")

@@ -115,6 +115,12 @@ def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli
         load_encoder(with_last)
 
 
+def test_predict_on_a_pretraining_run_says_what_it_takes(pretrained_run, capsys):
+    assert predict.main([str(pretrained_run), "김철수는 서울에 산다."]) == 1
+    err = capsys.readouterr().err
+    assert "holds neither ner_export/ nor classification_export/" in err and "bert_lm.fill_mask" in err
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     """Bad input ends the job with the message alone, as run.py does, not a Hydra traceback."""
     command = [sys.executable, "run_finetune.py", *tiny_overrides(tmp_path, f"task.data_dir={tmp_path / 'nowhere'}")]

@@ -241,8 +241,12 @@ def copy_hf_state_dict(model: BertForPreTraining, state: dict[str, torch.Tensor]
 def read_hf_config(hf_dir: str | Path) -> BertConfig:
     """Our config for a local HF directory; ValueError naming the key for what we cannot run."""
     config_path = Path(hf_dir) / "config.json"
+    if not Path(hf_dir).exists():
+        raise FileNotFoundError(f"{hf_dir} does not exist: pass an HF model directory (config.json + weights)")
     if not config_path.exists():
-        raise FileNotFoundError(f"{hf_dir}: no config.json")
+        raise FileNotFoundError(
+            f"{hf_dir}: no config.json; pass an HF model directory (a published checkpoint, or a run's hf_export/)"
+        )
     try:
         return BertConfig.from_hf_dict(json.loads(config_path.read_text()))
     except ValueError as err:
