@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bert_lm.config.hydra_setup import check_overrides, setup_hydra
 from bert_lm.config.schema import explain_config_error
@@ -213,6 +213,18 @@ class EncoderChoice:
     weights: object | None  # bert_lm.models.bert.BertModel
     tokenizer_dir: Path
     description: str
+
+
+def record_encoder(cfg: DictConfig, encoder: EncoderChoice) -> None:
+    """With ``pretrained=`` the encoder's architecture is the checkpoint's, not the ``model``
+    group's: write it into ``cfg.model``, so that MLflow's ``model/*`` params and
+    resolved_config.yaml describe the encoder that was finetuned."""
+    if not cfg.pretrained:
+        return
+    with open_dict(cfg.model):
+        for key, value in encoder.config.items():
+            if key in cfg.model and key != "position_init":
+                cfg.model[key] = value
 
 
 def build_encoder(

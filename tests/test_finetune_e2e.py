@@ -115,12 +115,6 @@ def test_a_finetuning_run_given_as_an_encoder_names_the_encoder_it_came_from(cli
         load_encoder(with_last)
 
 
-def test_predict_on_a_pretraining_run_says_what_it_takes(pretrained_run, capsys):
-    assert predict.main([str(pretrained_run), "김철수는 서울에 산다."]) == 1
-    err = capsys.readouterr().err
-    assert "holds neither ner_export/ nor classification_export/" in err and "bert_lm.fill_mask" in err
-
-
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     """Bad input ends the job with the message alone, as run.py does, not a Hydra traceback."""
     command = [sys.executable, "run_finetune.py", *tiny_overrides(tmp_path, f"task.data_dir={tmp_path / 'nowhere'}")]
@@ -175,6 +169,8 @@ def test_mlflow_has_the_run_with_metrics_and_artifacts(cli_run, pretrained_run):
     assert run.data.params["finetune/head"] == "crf"
     assert run.data.params["finetune/init"] == "pretrained"
     assert run.data.params["pretrained"] == str(pretrained_run)
+    # The model/* params describe the encoder that was finetuned (hidden 32), not the unused model group's.
+    assert run.data.params["model/hidden_size"] == "32" and run.data.params["model/num_hidden_layers"] == "1"
     assert "pretrained weights" in run.data.tags["encoder"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
@@ -212,9 +208,11 @@ def test_predict_prints_entities_with_spans(cli_run, tmp_path, capsys):
         assert text[entity.start : entity.end] == entity.text
 
 
-def test_predict_reports_a_wrong_directory(tmp_path, capsys):
-    assert predict.main([str(tmp_path), "문장"]) == 1
-    assert "no ner_export/ner_model.pt" in capsys.readouterr().err
+def test_predict_reports_a_wrong_directory(pretrained_run, capsys):
+    """A pretraining run (or any directory without an export) is named as not a finetuning run."""
+    assert predict.main([str(pretrained_run), "문장"]) == 1
+    err = capsys.readouterr().err
+    assert "holds neither ner_export/ nor classification_export/" in err and "bert_lm.fill_mask" in err
 
 
 def test_predict_reports_a_damaged_export(cli_run, tmp_path, capsys):

@@ -62,7 +62,7 @@ from finetune.classification.outputs import (
     TEST_REPORT_JSON,
     write_predictions,
 )
-from finetune.job_setup import build_encoder, check_job_config, resolve_init
+from finetune.job_setup import build_encoder, check_job_config, record_encoder, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ def finetune_classification(cfg: DictConfig, overrides: list[str]) -> tuple[Path
     cfg.finetune.init = init  # the resolved choices are what the params record
     cfg.finetune.pooler = str(use_pooler).lower()
     logger = build_logger(cfg, run_dir, overrides)
+    record_encoder(cfg, encoder)
     log_config_params(logger, cfg)
     logger.experiment.set_tag(logger.run_id, "encoder", encoder.description[:5000])
     trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)

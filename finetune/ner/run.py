@@ -29,7 +29,7 @@ from bert_lm.training.run_support import (
     check_writable,
     log_config_params,
 )
-from finetune.job_setup import EncoderChoice, build_encoder, check_job_config, resolve_init
+from finetune.job_setup import EncoderChoice, build_encoder, check_job_config, record_encoder, resolve_init
 from finetune.ner.data import KlueNerDataModule, check_labels, window_size
 from finetune.ner.download import download_klue_ner, find_local_files
 from finetune.ner.export import NER_EXPORT_DIR, load_ner_export, save_ner_export
@@ -216,6 +216,7 @@ def finetune(cfg: DictConfig, overrides: list[str]) -> tuple[Path, dict[str, flo
 
     cfg.finetune.init = init  # the resolved choice is what the params record
     logger = build_logger(cfg, run_dir, overrides)
+    record_encoder(cfg, encoder)
     log_config_params(logger, cfg)
     logger.experiment.set_tag(logger.run_id, "encoder", encoder.description[:5000])
     trainer = build_trainer(cfg, logger, run_dir / CHECKPOINT_DIR)
