@@ -14,6 +14,7 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.config.hydra_setup import (
     CONFIG_DIR,
@@ -35,8 +36,9 @@ def main(cfg: DictConfig) -> None:
     with isolated_job_environment(), user_errors_reported():
         export_job_for_ddp_workers(overrides, cfg.paths.output_dir)
         run_dir, hf_dir = pretrain(cfg, overrides)
-    print(f"run_dir: {run_dir}")
-    print(f"hf_export: {hf_dir}")
+    if rank_zero_only.rank == 0:  # under DDP every rank returns here; the user wants the lines once
+        print(f"run_dir: {run_dir}")
+        print(f"hf_export: {hf_dir}")
 
 
 if __name__ == "__main__":
