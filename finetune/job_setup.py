@@ -223,7 +223,7 @@ def record_encoder(cfg: DictConfig, encoder: EncoderChoice) -> None:
         return
     with open_dict(cfg.model):
         for key, value in encoder.config.items():
-            if key in cfg.model and key != "position_init":
+            if key in cfg.model:
                 cfg.model[key] = value
 
 

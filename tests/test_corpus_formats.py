@@ -410,8 +410,14 @@ def test_a_file_named_for_another_format_is_refused_naming_the_setting(tmp_path)
     # Setups that read right stay allowed: JSON lines named .json beside .jsonl, a tab-separated file
     # named .csv read as tsv, a headerless comment file named .csv read one comment a line, and the
     # petitions archive's own JSON lines.
-    (directory / "README").unlink()
     _write_jsonl(directory / "b.json", [{"text": "셋째 글입니다."}])
+    # Not '*.JSONL' alone, which would leave b.json out.
+    with pytest.raises(CorpusFormatError, match=r"data\.file_pattern \(the corpus files here end in \.JSONL, \.json\)"):
+        list(read_documents(list_corpus_files(directory), "jsonl"))
+    (directory / "a.JSONL").rename(directory / "a.jsonl")
+    with pytest.raises(CorpusFormatError, match=r"data\.file_pattern='\*\.json\*'"):
+        list(read_documents(list_corpus_files(directory), "jsonl"))
+    (directory / "README").unlink()
     assert len(list(read_documents(list_corpus_files(directory), "jsonl"))) == 2
     tab_separated = tmp_path / "ratings.csv"
     tab_separated.write_text("text\tlabel\n좋은 영화였다.\t1\n", encoding="utf-8")

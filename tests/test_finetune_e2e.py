@@ -234,6 +234,21 @@ def test_predict_reports_a_damaged_export(cli_run, tmp_path, capsys):
     assert f"{model_file}: lacks labels" in capsys.readouterr().err
 
 
+def test_an_export_written_before_the_crf_frame_constraint_still_loads(cli_run, tmp_path):
+    """Version 1 exports stored the CRF's end scores under their plain name."""
+    run_dir = cli_run[1]
+    export_dir = tmp_path / "ner_export"
+    shutil.copytree(run_dir / "ner_export", export_dir)
+    model_file = export_dir / ner_export.MODEL_FILE
+    export = torch.load(model_file, weights_only=True)
+    assert export["format_version"] == 2
+    state = export["state_dict"]
+    state["crf.crf.end_transitions"] = state.pop("crf.crf.parametrizations.end_transitions.original")
+    torch.save({**export, "format_version": 1}, model_file)
+    text = "김철수는 서울에 산다."
+    assert ner_export.load_ner_export(export_dir).char_tags([text]) == ner_export.load_ner_export(run_dir).char_tags([text])
+
+
 def test_default_without_pretrained_is_a_random_encoder_with_a_task_tokenizer(tmp_path):
     """What `python run_finetune.py` does on a fresh clone, shrunk: softmax head for coverage."""
     overrides = tiny_overrides(

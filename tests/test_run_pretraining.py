@@ -86,7 +86,7 @@ def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
     new_hydra_dir = tmp_path / "resume-hydra-dir"
     overrides = [
         f"paths.output_dir={new_hydra_dir}" if o.startswith("paths.output_dir=") else o
-        for o in tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "trainer.max_steps=6")
+        for o in tiny_overrides(tmp_path, f"ckpt_path={run_dir}", "trainer.max_steps=6", "train.lr=0.0002")
     ]
     pretrain(compose_config(overrides), overrides)
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -98,6 +98,8 @@ def test_resume_continues_from_saved_step_in_same_mlflow_run(tiny_run):
     assert max(steps) >= 5
     resume_tags = {k: v for k, v in run.data.tags.items() if k.startswith("resume/")}
     assert resume_tags["resume/trainer/max_steps"] == "6" and resume_tags["resume/ckpt_path"] == str(run_dir)
+    # A module setting changed on resume is a tag too (MLflow refuses to change a logged param).
+    assert resume_tags["resume/train/lr"] == "0.0002"
     assert not any(str(new_hydra_dir) in value for value in resume_tags.values()), resume_tags
 
 

@@ -27,6 +27,7 @@ reported with its file and line, and memory does not depend on file size.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -222,10 +223,16 @@ def check_file_names(files: list[Path], source: str) -> None:
     corpus_files = [path for path in files if own and path.suffix.lower() in own]
     strays = [path for path in files if own and path.suffix.lower() not in own]
     if corpus_files and strays:
-        pattern = f"*{corpus_files[0].suffix}"  # as the files spell it: globs are case-sensitive
+        # Spelled as the files are (globs are case-sensitive), and covering every suffix they have.
+        suffixes = sorted({path.suffix for path in corpus_files})
+        common = os.path.commonprefix(suffixes)
+        if len(suffixes) == 1 or len(common) > 1:
+            selection = f"data.file_pattern='*{common}{'*' if len(suffixes) > 1 else ''}'"
+        else:
+            selection = f"data.file_pattern (the corpus files here end in {', '.join(suffixes)})"
         raise CorpusFormatError(
             f"{strays[0]}: not a {source} file like the corpus files beside it ({len(strays)} such file(s)); "
-            f"select the corpus files with data.file_pattern='{pattern}'"
+            f"select the corpus files with {selection}"
         )
 
 

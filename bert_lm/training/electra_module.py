@@ -44,7 +44,10 @@ class ElectraPretrainingModule(pl.LightningModule):
         optimizer: str = "torch_adamw",
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # Into checkpoints only: run.py logs the whole config to MLflow itself, and a resume that changes a
+        # setting (train.lr) records it as a resume/ tag; Lightning's own logging would change a logged param,
+        # which MLflow refuses.
+        self.save_hyperparameters(logger=False)
         self.model = ElectraForPretraining(BertConfig(**model_config), generator_size, disc_weight)
         self.register_buffer("special_ids", torch.tensor(special_ids, dtype=torch.long), persistent=False)
         self.metrics = torch.nn.ModuleDict(

@@ -65,7 +65,10 @@ class PretrainingModule(pl.LightningModule):
             raise ValueError(f"strategy.optimizer={optimizer!r}: use 'torch_adamw' or 'deepspeed_cpu_adam'")
         if not (train_mlm or train_nsp):
             raise ValueError("train.train_mlm and train.train_nsp are both false: enable at least one objective")
-        self.save_hyperparameters()
+        # Into checkpoints only: run.py logs the whole config to MLflow itself, and a resume that changes a
+        # setting (train.lr) records it as a resume/ tag; Lightning's own logging would change a logged param,
+        # which MLflow refuses.
+        self.save_hyperparameters(logger=False)
         self.model = BertForPreTraining(BertConfig(**model_config))
         self._freeze_unused_heads()
         self.metrics = torch.nn.ModuleDict({_KEY(split): self._split_metrics() for split in SPLITS})

@@ -278,7 +278,7 @@ def record_trained_model(cfg: DictConfig, module: pl.LightningModule) -> None:
         trained["generator_size"] = module.hparams.generator_size
     with open_dict(cfg.model):
         for key, value in trained.items():
-            if key in cfg.model and key != "position_init":
+            if key in cfg.model:
                 cfg.model[key] = value
 
 

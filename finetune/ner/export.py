@@ -27,7 +27,10 @@ from finetune.ner.module import BertNerTagger
 NER_EXPORT_DIR = "ner_export"
 _EXPORT_KEYS = ("encoder_config", "labels", "head", "constrained_transitions", "state_dict", "max_len", "stride")
 MODEL_FILE = "ner_model.pt"
-FORMAT_VERSION = 1
+# 2: the CRF's end scores are stored as a parametrization (sequences open and close with O); version 1
+# exports, with plain end scores, still load (the tagger renames them).
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,10 @@ def load_ner_export(path: str | os.PathLike) -> NerPredictor:
         raise ValueError(f"{model_file}: not a readable NER export ({type(err).__name__}); {rewrite}") from None
     if not isinstance(export, dict):
         raise ValueError(f"{model_file}: holds a {type(export).__name__}, not an NER export; {rewrite}")
-    if export.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{model_file}: format_version {export.get('format_version')}, expected {FORMAT_VERSION}")
+    if export.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise ValueError(
+            f"{model_file}: format_version {export.get('format_version')}, this code reads {READABLE_FORMAT_VERSIONS}"
+        )
     missing = [key for key in _EXPORT_KEYS if key not in export]
     if missing:
         raise ValueError(f"{model_file}: lacks {', '.join(missing)}; {rewrite}")
