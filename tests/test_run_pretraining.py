@@ -119,6 +119,16 @@ def test_resume_with_another_model_is_refused_before_the_run_record_is_touched(t
     assert last.read_bytes() == last_bytes
 
 
+def test_a_run_that_never_validated_while_training_logs_the_checkpoint_its_export_holds(tmp_path):
+    overrides = tiny_overrides(tmp_path, "trainer.max_steps=2", "trainer.limit_val_batches=0")
+    run_dir, hf_dir = pretrain(compose_config(overrides), overrides)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("bert-lm-pretraining").experiment_id])
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
+
+
 def test_resume_request_that_finds_nothing_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):
         resolve_resume(str(tmp_path))

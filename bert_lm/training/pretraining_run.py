@@ -27,6 +27,7 @@ from bert_lm.training.pretraining_module import PretrainingModule
 from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     HF_EXPORT_DIR,
+    LAST_CHECKPOINT,
     ConfigError,
     build_logger,
     build_trainer,
@@ -283,16 +284,16 @@ def record_trained_model(cfg: DictConfig, module: pl.LightningModule) -> None:
 
 
 def log_artifacts(
-    logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, best_ckpt: str | None, hf_dir: Path
+    logger, cfg: DictConfig, run_dir: Path, tokenizer_dir: Path, checkpoint: str | None, hf_dir: Path
 ) -> None:
     client, run_id = logger.experiment, logger.run_id
     resolved = run_dir / "resolved_config.yaml"
     OmegaConf.save(cfg, resolved, resolve=True)
     client.log_artifact(run_id, str(resolved))
     client.log_artifacts(run_id, str(tokenizer_dir), "tokenizer")
-    if best_ckpt:
-        # The best checkpoint, once: not every checkpoint Lightning wrote.
-        client.log_artifact(run_id, best_ckpt, "checkpoints")
+    if checkpoint:
+        # The checkpoint the export holds, once: not every checkpoint Lightning wrote.
+        client.log_artifact(run_id, checkpoint, "checkpoints")
     client.log_artifacts(run_id, str(hf_dir), HF_EXPORT_DIR)
 
 
@@ -379,7 +380,11 @@ def pretrain(cfg: DictConfig, overrides: list[str]) -> tuple[Path, Path]:
         objectives = [name for name, on in (("mlm", cfg.train.train_mlm), ("nsp", cfg.train.train_nsp)) if on]
         hf_dir = export_hf(model, run_dir / HF_EXPORT_DIR, tokenizer_dir, objectives=objectives)
     if trainer.is_global_zero:
-        log_artifacts(logger, cfg, run_dir, tokenizer_dir, best_ckpt or None, hf_dir)
+        # A run too short to validate while training has no best checkpoint: its export holds its final
+        # weights, which last.ckpt holds too (a DeepSpeed directory of shards is not logged).
+        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        logged_ckpt = best_ckpt or (str(last) if last.is_file() else None)
+        log_artifacts(logger, cfg, run_dir, tokenizer_dir, logged_ckpt, hf_dir)
     tokenizer.close()
     return run_dir, hf_dir
 
