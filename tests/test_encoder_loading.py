@@ -6,9 +6,11 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from bert_lm.models.bert import BertConfig, BertForPreTraining
 from bert_lm.models.hf_interop import export_hf
+from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -128,3 +130,29 @@ def test_errors_name_the_path_and_what_is_expected(tmp_path, tokenizer_dir):
         load_encoder(tmp_path / "bad.ckpt", tokenizer_dir)
     with pytest.raises(FileNotFoundError, match="holds no tokenizer.json or vocab.txt"):
         load_encoder(tmp_path / "bad.ckpt", tmp_path / "empty")
+
+
+def test_heads_a_checkpoint_lacks_are_warned_about_only_where_they_are_read(tmp_path, tokenizer_dir, caplog):
+    """A bare encoder export has no MLM/NSP heads: loading the whole model (continued pretraining reads
+    them) says they start fresh; finetuning, which reads the encoder only, does not."""
+    import logging
+
+    from bert_lm.models.bert import BertModel
+    from bert_lm.training.encoder_loading import load_pretrained_model
+
+    from_pretraining = BertForPreTraining(BertConfig(vocab_size=load_tokenizer(tokenizer_dir).vocab_size, **TINY))
+    hf_dir = export_hf(from_pretraining, tmp_path / "hf", tokenizer_dir)
+    bare = BertModel(from_pretraining.config)
+    bare.load_state_dict(from_pretraining.bert.state_dict())
+    (hf_dir / "model.safetensors").unlink()
+    save_file(
+        {f"bert.{k}": v.contiguous() for k, v in bare.state_dict().items() if not k.startswith("pooler.")},
+        hf_dir / "model.safetensors",
+    )
+    with caplog.at_level(logging.WARNING):
+        load_pretrained_model(hf_dir)
+    assert any("freshly initialised" in r.getMessage() and "cls." in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_encoder(hf_dir)
+    assert not any("freshly initialised" in r.getMessage() for r in caplog.records)

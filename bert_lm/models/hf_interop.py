@@ -298,12 +298,13 @@ def require_mlm_head(initialized: list[str], hf_dir: Path, model_type: str) -> N
 
 
 def import_hf(
-    hf_dir: str | Path, expected_vocab_size: int | None = None, require_mlm: bool = False
+    hf_dir: str | Path, expected_vocab_size: int | None = None, require_mlm: bool = False, encoder_only: bool = False
 ) -> BertForPreTraining:
     """Load a local HF BERT, RoBERTa or ELECTRA directory (pretraining, masked-LM or bare encoder) as ours.
 
     Heads missing from the checkpoint (pooler/NSP for a masked-LM checkpoint, the MLM head of an
-    ELECTRA discriminator) keep their fresh initialisation; their keys are logged as a warning.
+    ELECTRA discriminator) keep their fresh initialisation; their keys are logged as a warning, or, with
+    ``encoder_only`` (a caller that reads only the encoder: finetuning), at debug level.
     Missing encoder weights are an error, and so is, with ``require_mlm`` (for whatever reads the
     MLM head's predictions: evaluation, fill-mask, augmentation), an MLM head that is missing or,
     as our export's objectives say, untrained. Like any new module the model is in train mode:
@@ -325,6 +326,11 @@ def import_hf(
         require_mlm_head(initialized, hf_dir, config.model_type)
     # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
     initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
+    heads = ("cls.", "bert.pooler.")  # what an encoder-only caller never reads
+    unused = [k for k in initialized if encoder_only and k.startswith(heads)]
+    if unused:
+        log.debug("%s: heads not in the checkpoint, unused here: %s", hf_dir, unused)
+    initialized = [k for k in initialized if k not in unused]
     if initialized:
         log.warning("%s: %d keys not in the checkpoint, freshly initialised: %s", hf_dir, len(initialized), initialized)
     return model

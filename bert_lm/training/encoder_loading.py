@@ -216,11 +216,15 @@ def _checkpoint_hparams(checkpoint: Path) -> dict:
 
 
 def load_pretrained_model(
-    source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None, require_mlm: bool = False
+    source: str | os.PathLike,
+    tokenizer_dir: str | os.PathLike | None = None,
+    require_mlm: bool = False,
+    encoder_only: bool = False,
 ) -> tuple[BertForPreTraining, Path]:
     """``(the whole pretrained model with its heads, tokenizer directory)`` for a run directory, a
     ``.ckpt`` or an HF directory (see the module docstring for which files are used), in train mode.
-    ``require_mlm``: refuse a model whose MLM head is missing or was never trained (for scoring masks)."""
+    ``require_mlm``: refuse a model whose MLM head is missing or was never trained (for scoring masks).
+    ``encoder_only``: the caller reads only the encoder, so heads the checkpoint lacks are not warned about."""
     resolved = resolve_source(source, tokenizer_dir)
     if require_mlm and resolved.kind == "ckpt":  # an HF directory: import_hf(require_mlm=True) below
         require_trained_mlm_head(resolved)
@@ -228,7 +232,9 @@ def load_pretrained_model(
     vocab_size = tokenizer.vocab_size
     tokenizer.close()
     if resolved.kind == "hf":
-        model = import_hf(resolved.weights, expected_vocab_size=vocab_size, require_mlm=require_mlm)
+        model = import_hf(
+            resolved.weights, expected_vocab_size=vocab_size, require_mlm=require_mlm, encoder_only=encoder_only
+        )
         return model, resolved.tokenizer_dir
     try:
         model = load_pretraining_weights(resolved.weights)
@@ -250,5 +256,5 @@ def load_pretrained_model(
 def load_encoder(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> tuple[BertModel, Path]:
     """``(encoder, tokenizer directory)``: the ``bert`` part of :func:`load_pretrained_model`, in
     train mode, pooler included."""
-    model, resolved_tokenizer_dir = load_pretrained_model(source, tokenizer_dir)
+    model, resolved_tokenizer_dir = load_pretrained_model(source, tokenizer_dir, encoder_only=True)
     return model.bert, resolved_tokenizer_dir
