@@ -77,14 +77,12 @@ from bert_lm.tracking import DEFAULT_TRACKING_URI, MLFLOW_RUN_ID_FILE, ensure_ex
 from bert_lm.training.corpus_pipeline import ensure_prepared_corpus
 from bert_lm.training.encoder_loading import load_pretrained_model, masked_lm_source, pooler_was_trained
 from bert_lm.training.pretraining_run import warn_on_unknown_tokens
-from bert_lm.training.run_support import HF_EXPORT_DIR, RUN_CONFIG_FILES, run_dir_of
+from bert_lm.training.run_support import HF_EXPORT_DIR, RUN_CONFIG_FILES, run_configs, run_dir_of
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "bert-lm-evaluation"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "cache"
-# What a pretraining run directory holds about its settings: the resolved config that
-# pretraining_run.log_artifacts writes at the end, else Hydra's own (unresolved) copy.
 # exp() of a larger loss overflows; the pretraining module caps it the same way.
 MAX_LOG_PERPLEXITY = 50.0
 # Every format the prepare step reads: text files and records (jsonl, csv, ...).
@@ -137,13 +135,9 @@ def find_run_dir(model_path: Path) -> Path | None:
 
 def run_config(run_dir: Path | None) -> tuple[DictConfig | None, Path | None]:
     """The run's config (with a ``data`` node) and the file it came from (None, None without one)."""
-    for name in RUN_CONFIG_FILES if run_dir is not None else ():
-        path = run_dir / name
-        if path.is_file():
-            config = OmegaConf.load(path)
-            if "data" in config:
-                return config, path
-    return None, None
+    if run_dir is None:
+        return None, None
+    return next(((config, path) for config, path in run_configs(run_dir) if "data" in config), (None, None))
 
 
 def is_prepared_split(data: Path) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.config.hydra_setup import check_overrides, setup_hydra
 from bert_lm.config.schema import explain_config_error
@@ -30,7 +30,7 @@ from bert_lm.models.bert import BertConfig
 from bert_lm.tokenizer.loading import load_tokenizer
 from bert_lm.training.corpus_pipeline import ensure_tokenizer
 from bert_lm.training.encoder_loading import load_encoder, resolve_source
-from bert_lm.training.run_support import ConfigError
+from bert_lm.training.run_support import ConfigError, record_model_config
 from bert_lm.training.strategies import check_strategy_runnable
 from finetune.ner.klue_ner import KLUE_NER_LABELS, read_klue_ner
 
@@ -219,12 +219,8 @@ def record_encoder(cfg: DictConfig, encoder: EncoderChoice) -> None:
     """With ``pretrained=`` the encoder's architecture is the checkpoint's, not the ``model``
     group's: write it into ``cfg.model``, so that MLflow's ``model/*`` params and
     resolved_config.yaml describe the encoder that was finetuned."""
-    if not cfg.pretrained:
-        return
-    with open_dict(cfg.model):
-        for key, value in encoder.config.items():
-            if key in cfg.model:
-                cfg.model[key] = value
+    if cfg.pretrained:
+        record_model_config(cfg, encoder.config)
 
 
 def build_encoder(

@@ -326,11 +326,9 @@ def import_hf(
         require_mlm_head(initialized, hf_dir, config.model_type)
     # RoBERTa and ELECTRA have no pooler or NSP head: ours stay fresh and unused, nothing to report.
     initialized = [k for k in initialized if not k.startswith(FAMILIES[config.model_type].export_drops)]
-    heads = ("cls.", "bert.pooler.")  # what an encoder-only caller never reads
-    unused = [k for k in initialized if encoder_only and k.startswith(heads)]
-    if unused:
-        log.debug("%s: heads not in the checkpoint, unused here: %s", hf_dir, unused)
-    initialized = [k for k in initialized if k not in unused]
+    if encoder_only:  # the heads are never read: their fresh start is no news
+        log.debug("%s: heads not in the checkpoint, unused here: %s", hf_dir, initialized)
+        initialized = [k for k in initialized if not k.startswith(("cls.", "bert.pooler."))]
     if initialized:
         log.warning("%s: %d keys not in the checkpoint, freshly initialised: %s", hf_dir, len(initialized), initialized)
     return model

@@ -47,11 +47,11 @@ from bert_lm.training.run_support import (
     CHECKPOINT_DIR,
     HF_EXPORT_DIR,
     LAST_CHECKPOINT,
-    RUN_CONFIG_FILES,
     RUN_TOKENIZER_DIR,
     best_checkpoint,
     load_pretraining_weights,
     read_checkpoint,
+    run_configs,
     run_dir_of,
 )
 
@@ -105,24 +105,21 @@ def _refuse_finetuning_run(path: Path, run_dir: Path) -> None:
     """A finetuning run or checkpoint is not an encoder to pretrain, score or finetune from:
     say so, and name the encoder it was finetuned from, instead of a missing-tokenizer or
     not-a-BERT-checkpoint error that sends the user looking in the wrong place."""
+    try:  # unresolved: a run's interpolations may not resolve here
+        config, _ = next(run_configs(run_dir), (None, None))
+        config = OmegaConf.to_container(config, resolve=False) if config is not None else None
+    except Exception:  # noqa: BLE001 -- an unreadable config (YAML, OmegaConf or OS error): no hint, the usual errors follow
+        return
     # A finetuning run's config has a ``task``; a pretraining run's has none.
-    for name in RUN_CONFIG_FILES:
-        config_file = run_dir / name
-        if not config_file.is_file():
-            continue
-        try:  # unresolved: a run's interpolations may not resolve here
-            config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
-        except Exception:  # noqa: BLE001 -- an unreadable config (YAML, OmegaConf or OS error): no hint, the usual errors follow
-            return
-        if not (isinstance(config, dict) and "task" in config and "finetune" in config):
-            return
-        task = config["task"].get("name", "?") if isinstance(config["task"], dict) else "?"
-        encoder = config.get("pretrained") or "a randomly initialised one (pretrained= was not set)"
-        raise ValueError(
-            f"{path} is a finetuning run of run_finetune.py (task {task}), not a pretrained encoder: pass the "
-            f"encoder it was finetuned from ({encoder}); its finetuned model predicts with "
-            f"python -m finetune.predict {run_dir}"
-        )
+    if not (isinstance(config, dict) and "task" in config and "finetune" in config):
+        return
+    task = config["task"].get("name", "?") if isinstance(config["task"], dict) else "?"
+    encoder = config.get("pretrained") or "a randomly initialised one (pretrained= was not set)"
+    raise ValueError(
+        f"{path} is a finetuning run of run_finetune.py (task {task}), not a pretrained encoder: pass the "
+        f"encoder it was finetuned from ({encoder}); its finetuned model predicts with "
+        f"python -m finetune.predict {run_dir}"
+    )
 
 
 def resolve_source(source: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> EncoderSource:

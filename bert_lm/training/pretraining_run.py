@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from bert_lm.corpus.prepare import TRAIN_FILE
 from bert_lm.data.datamodule import PretrainingDataModule
@@ -36,6 +36,7 @@ from bert_lm.training.run_support import (
     load_pretraining_weights,
     log_config_params,
     read_checkpoint,
+    record_model_config,
     run_dir_of,
 )
 from bert_lm.training.strategies import check_strategy_runnable, consolidated_checkpoint
@@ -174,9 +175,10 @@ def check_resume_matches(module: pl.LightningModule, checkpoint: Path, run_dir: 
     for key in sorted(set(saved_model) | set(our_model)):
         if key not in RESUMABLE_MODEL_KEYS and saved_model.get(key) != our_model.get(key):
             differences.append(f"model.{key}={saved_model.get(key)!r} (this run: {our_model.get(key)!r})")
-    for key in ("generator_size",):
-        if key in saved_hparams and saved_hparams.get(key) != module.hparams.get(key):
-            differences.append(f"model.{key}={saved_hparams[key]!r} (this run: {module.hparams.get(key)!r})")
+    if "generator_size" in saved_hparams and saved_hparams["generator_size"] != module.hparams.get("generator_size"):
+        differences.append(
+            f"model.generator_size={saved_hparams['generator_size']!r} (this run: {module.hparams.get('generator_size')!r})"
+        )
     started_with = run_dir / ".hydra" / "overrides.yaml"
     hint = f"the overrides it was started with are in {started_with}" if started_with.is_file() else "its settings"
     raise ConfigError(
@@ -207,6 +209,10 @@ def build_datamodule(cfg: DictConfig, prepared_dir: Path, tokenizer_dir: Path) -
         pad_to_multiple_of=cfg.impl.pad_to_multiple_of,
         seed=cfg.seed,
     )
+
+
+# Dropout is a choice of the training, not of the architecture: with init_from it stays the model group's.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
 def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretrainingModule:
@@ -268,19 +274,13 @@ def build_module(cfg: DictConfig, tokenizer) -> PretrainingModule | ElectraPretr
     return module
 
 
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
-
-
 def record_trained_model(cfg: DictConfig, module: pl.LightningModule) -> None:
     """With ``init_from`` the model group's architecture is replaced by the checkpoint's: write the
     model that trains into ``cfg.model``, so that MLflow's params and resolved_config.yaml say what ran."""
     trained = dict(module.hparams.model_config)
     if "generator_size" in module.hparams:
         trained["generator_size"] = module.hparams.generator_size
-    with open_dict(cfg.model):
-        for key, value in trained.items():
-            if key in cfg.model:
-                cfg.model[key] = value
+    record_model_config(cfg, trained)
 
 
 def log_artifacts(

@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from filelock import FileLock
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from bert_lm.config.hydra_setup import PROJECT_ROOT
@@ -49,8 +50,27 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before any data work."""
 
 
-# Where a run directory keeps its composed config: written by the run at its end, and by Hydra at its start.
+# Where a run directory keeps its composed config: the resolved one the run writes at its end, else
+# Hydra's own (unresolved) copy from its start.
 RUN_CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+
+
+def run_configs(run_dir: Path) -> Iterator[tuple[DictConfig, Path]]:
+    """``(config, file)`` for each of :data:`RUN_CONFIG_FILES` that ``run_dir`` holds, in that order."""
+    for name in RUN_CONFIG_FILES:
+        path = run_dir / name
+        if path.is_file():
+            yield OmegaConf.load(path), path
+
+
+def record_model_config(cfg: DictConfig, model_config: dict) -> None:
+    """Write the architecture that actually trains (a checkpoint's, with ``init_from`` or ``pretrained``)
+    into ``cfg.model``, so that MLflow's ``model/*`` params and resolved_config.yaml say what ran."""
+    with open_dict(cfg.model):
+        for key, value in model_config.items():
+            if key in cfg.model:
+                cfg.model[key] = value
+
 
 # Bad input and impossible settings: our code raises these with a message that names the file,
 # line or key and what to do, so the traceback adds nothing.
